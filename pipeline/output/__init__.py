@@ -1,0 +1,1 @@
+"""Files on disk: atomic writes, the per-run manifest and run.json."""

@@ -1,0 +1,86 @@
+"""Render and write artefacts on a small thread pool, overlapped with model compute.
+
+Each artefact is one picture (plus, with ``save_raw``, the float32 array it shows). Its manifest line is
+written the moment its files land, and a failure while rendering or writing is recorded, never raised.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.output.files import write_npy, write_png
+from pipeline.output.manifest import Manifest
+
+Figure = Callable[[], tuple[Image.Image, np.ndarray]]
+
+
+def error_text(exc: BaseException) -> str:
+    """One line: exception type and message, with the innermost frame for where it happened."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class Writer:
+    """Runs figure callables on ``workers`` threads, at most a few queued, and records every outcome."""
+
+    def __init__(
+        self,
+        root: Path,
+        manifest: Manifest,
+        save_raw: bool = False,
+        workers: int = 2,
+        compress_level: int = 3,
+        on_done: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.save_raw = save_raw
+        self.compress_level = compress_level
+        self.on_done = on_done
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
+        self._slots = threading.BoundedSemaphore(2 * workers + 2)  # bounds memory held by queued results
+
+    def submit(self, record: dict, relative_png: str, figure: Figure) -> None:
+        """Queue one artefact: ``record`` holds its manifest fields except files and status."""
+        self._slots.acquire()
+        try:
+            self._pool.submit(self._produce, record, relative_png, figure)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def fail(self, record: dict, error: str) -> None:
+        """Record an artefact that could not be made (e.g. its image failed to load)."""
+        self._finish({**record, "png": None, "raw": None, "status": "failed", "error": error})
+
+    def _produce(self, record: dict, relative_png: str, figure: Figure) -> None:
+        try:
+            image, raw = figure()
+            write_png(self.root / relative_png, image, self.compress_level)
+            raw_path = None
+            if self.save_raw:
+                raw_path = str(Path(relative_png).with_suffix(".npy"))
+                write_npy(self.root / raw_path, raw)
+            done = {**record, "png": relative_png, "raw": raw_path, "status": "ok", "error": None}
+        except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
+            done = {**record, "png": None, "raw": None, "status": "failed", "error": error_text(exc)}
+        finally:
+            self._slots.release()
+        self._finish(done)
+
+    def _finish(self, record: dict) -> None:
+        self.manifest.write(record)
+        if self.on_done is not None:
+            self.on_done(record)
+
+    def close(self) -> None:
+        """Wait for every queued artefact to land."""
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,1 @@
+"""Turning method results into pictures a person can read: normalisation, colour, tiles, labels, header."""

@@ -1,0 +1,84 @@
+"""A labelled grid of tiles under a header, composed with numpy and Pillow (no matplotlib figure per tile)."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+BACKGROUND = (255, 255, 255)
+TEXT = (20, 20, 20)
+MUTED = (90, 90, 90)
+
+
+@lru_cache(maxsize=8)
+def font(size: int) -> ImageFont.FreeTypeFont:
+    """matplotlib's DejaVu Sans: always installed, so labels look the same on every machine."""
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return ImageFont.truetype(str(path), size)
+
+
+def fit_tile(tile: np.ndarray, size: int) -> Image.Image:
+    """Scale a uint8 tile so its longer side is ``size``: nearest when enlarging (pixels stay honest)."""
+    image = Image.fromarray(tile)
+    h, w = tile.shape[:2]
+    scale = size / max(h, w)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if new == (w, h):
+        return image
+    return image.resize(new, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BOX)
+
+
+def _wrap(text: str, width_px: int, face: ImageFont.FreeTypeFont) -> list[str]:
+    words, lines, line = text.split(" "), [], ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if face.getlength(trial) <= width_px or not line:
+            line = trial
+        else:
+            lines.append(line)
+            line = word
+    return [*lines, line] if line else lines
+
+
+def compose(
+    tiles: list[np.ndarray],
+    labels: list[str],
+    header: list[str],
+    tile_px: int = 96,
+    columns: int | None = None,
+    font_px: int = 12,
+) -> Image.Image:
+    """Lay ``tiles`` (uint8 [H, W, 3]) out in a grid with a label under each and ``header`` lines on top."""
+    if len(tiles) != len(labels):
+        raise ValueError("one label per tile")
+    n = max(1, len(tiles))
+    cols = columns or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / cols)
+    pad, label_h = 6, font_px + 6
+    cell_w, cell_h = tile_px + pad, tile_px + label_h + pad
+    width = max(cols * cell_w + pad, 480)
+    head_font, label_font = font(font_px + 2), font(font_px)
+    head_lines = [wrapped for line in header for wrapped in _wrap(line, width - 2 * pad, head_font)]
+    head_h = pad + len(head_lines) * (font_px + 6) + pad
+    canvas = Image.new("RGB", (width, head_h + rows * cell_h + pad), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(head_lines):
+        draw.text((pad, pad + i * (font_px + 6)), line, fill=TEXT if i == 0 else MUTED, font=head_font)
+    x0 = (width - cols * cell_w + pad) // 2
+    for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
+        r, c = divmod(i, cols)
+        image = fit_tile(tile, tile_px)
+        x = x0 + c * cell_w + (tile_px - image.width) // 2
+        y = head_h + r * cell_h + (tile_px - image.height) // 2
+        canvas.paste(image, (x, y))
+        text = label
+        while text and label_font.getlength(text) > tile_px + pad:
+            text = text[:-1]
+        tx = x0 + c * cell_w + (tile_px - label_font.getlength(text)) / 2
+        draw.text((tx, head_h + r * cell_h + tile_px + 2), text, fill=TEXT, font=label_font)
+    return canvas

@@ -1,0 +1,15 @@
+"""Filter-Map-Insights: visualise filters, feature maps and guided backprop of torchvision CNNs."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from pipeline.main import main as run_pipeline
+
+    run_pipeline(cfg)
+
+
+if __name__ == "__main__":
+    main()
