@@ -1,5 +1,7 @@
 """Filter-Map-Insights: visualise filters, feature maps and guided backprop of torchvision CNNs."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -13,3 +15,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     main()
+    from pipeline.main import exit_code
+
+    sys.exit(exit_code())

@@ -82,7 +82,7 @@ class _Run:
     def png_path(self, mp: ModelPlan, method: str, layer: str | None, image: Path | None) -> str:
         stem = safe_name(layer) if layer is not None else "class"
         if image is not None:
-            stem = f"{stem}__{safe_name(self.plan.labels[image])}"
+            stem = f"{stem}__{self.plan.labels[image]}"
         return f"{safe_name(mp.name)}/{method}/{stem}.png"
 
     def header(self, mp: ModelPlan, method: str, layer, image: Path | None, extra: str = "") -> list[str]:

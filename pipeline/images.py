@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.errors import UserError
+from pipeline.output.files import safe_name
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # (package, file inside the package) for colour photos known to ship in wheels.
@@ -67,11 +68,11 @@ def load_image(path: Path) -> Image.Image:
 
 
 def image_labels(paths: list[Path]) -> dict[Path, str]:
-    """Short unique names for image files (stem, with the parent folder added where stems collide)."""
-    labels = {}
-    stems = [p.stem for p in paths]
-    for path in paths:
-        label = path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}_{path.stem}"
+    """Short unique file-name-safe names for images (stem, with the parent folder added where stems collide)."""
+    labels: dict[Path, str] = {}
+    stems = [safe_name(p.stem) for p in paths]
+    for path, stem in zip(paths, stems, strict=True):
+        label = stem if stems.count(stem) == 1 else safe_name(f"{path.parent.name}_{path.stem}")
         base, n = label, 1
         while label in labels.values():
             n += 1

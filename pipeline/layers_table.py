@@ -6,19 +6,21 @@ import torch
 
 from pipeline.models.capture import layer_hooks
 from pipeline.models.layers import ConvLayer, conv_layers
-from pipeline.models.registry import build_skeleton, preprocessing
+from pipeline.models.registry import meta_skeleton, preprocessing
 
 
 def layer_table(model: str) -> list[tuple[ConvLayer, tuple[int, ...] | None]]:
     """(layer, output shape [C, H, W]) for every conv layer, for one image at the model's input size."""
-    with torch.device("meta"):
-        module = build_skeleton(model).eval()
-    size = preprocessing(model).crop_size[0]
+    module = meta_skeleton(model).eval()
+    size = preprocessing(model, module=module).crop_size[0]
     shapes: dict[str, tuple[int, ...]] = {}
     layers = conv_layers(module)
-    with layer_hooks(
-        module, [layer.name for layer in layers], lambda n, out: shapes.setdefault(n, tuple(out.shape[1:]))
-    ), torch.no_grad():
+    with (
+        layer_hooks(
+            module, [layer.name for layer in layers], lambda n, out: shapes.setdefault(n, tuple(out.shape[1:]))
+        ),
+        torch.no_grad(),
+    ):
         module(torch.empty(1, 3, size, size, device="meta"))
     return [(layer, shapes.get(layer.name)) for layer in layers]
 

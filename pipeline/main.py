@@ -30,17 +30,30 @@ def _multirun() -> bool:
         return False
 
 
+_STATUS = {"exit_code": 0}
+
+
 def main(cfg: DictConfig) -> int:
-    """Run one job; exit 2 on bad input and 1 when artefacts failed (raise instead inside a multirun)."""
+    """Run one job; return (and remember for ``exit_code``) 2 on bad input, 1 when artefacts failed.
+
+    The error is printed as one line instead of raised, so Hydra still runs its end-of-job callbacks;
+    inside a multirun it is raised, so Hydra records the failed job and runs the others.
+    """
     try:
-        return _main(cfg)
+        code = _main(cfg)
     except (UserError, RunFailed) as exc:
-        code = 2 if isinstance(exc, UserError) else 1
         if _multirun():
-            raise  # Hydra records the failed job and runs the others
+            raise
+        code = 2 if isinstance(exc, UserError) else 1
         print(f"error: {exc}", file=sys.stderr)
         log.error("%s", exc)
-        sys.exit(code)
+    _STATUS["exit_code"] = code
+    return code
+
+
+def exit_code() -> int:
+    """The status of the last job run in this process, for ``run.py`` to exit with after Hydra is done."""
+    return _STATUS["exit_code"]
 
 
 def _main(cfg: DictConfig) -> int:

@@ -9,13 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from pipeline.config import Settings
 from pipeline.images import image_labels, resolve_images
 from pipeline.methods import METHOD_RULES
 from pipeline.models.layers import ConvLayer, conv_layers, select_layers
-from pipeline.models.registry import WeightsChoice, build_skeleton, ensure_available, resolve_weights
+from pipeline.models.registry import WeightsChoice, ensure_available, meta_skeleton, resolve_weights
 
 
 @dataclass
@@ -56,8 +54,7 @@ class Plan:
 
 def skeleton_layers(model: str) -> list[ConvLayer]:
     """A model's conv layers, read off a meta-device build (no memory, no weights)."""
-    with torch.device("meta"):
-        return conv_layers(build_skeleton(model))
+    return conv_layers(meta_skeleton(model))
 
 
 def make_plan(settings: Settings, check_weights: bool = True) -> Plan:

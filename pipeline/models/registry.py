@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torchvision.models import get_model, get_model_weights, list_models
+from torchvision.transforms._presets import ImageClassification
 
 from pipeline.errors import UserError, closest
 from pipeline.models import lite0
@@ -132,12 +134,50 @@ def build_skeleton(model: str, **kwargs) -> nn.Module:
     return get_model(model, weights=None, **kwargs)
 
 
+class _EmptyOnMeta(TorchFunctionMode):
+    """Allocate ``torch.empty`` (what parameters are made of) on the meta device; other factories stay real."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.empty:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def meta_skeleton(model: str) -> nn.Module:
+    """The architecture on the meta device: no memory, no init cost, for planning and shape listings.
+
+    RegNet computes its block widths with real tensors while building, so it is built with only its
+    parameters on meta, then moved there whole.
+    """
+    try:
+        with torch.device("meta"):
+            return build_skeleton(model)
+    except NotImplementedError:
+        with _EmptyOnMeta():
+            return build_skeleton(model).to("meta")
+
+
 def _default_weights(model: str):
     return None if model == LITE0 else get_model_weights(model).DEFAULT
 
 
-def preprocessing(model: str) -> nn.Module:
-    return lite0.transforms() if model == LITE0 else _default_weights(model).transforms()
+def preprocessing(model: str, choice: WeightsChoice | None = None, module: nn.Module | None = None) -> nn.Module:
+    """The preprocessing that belongs to the weights in use (DEFAULT's when none or a checkpoint).
+
+    Architectures with a fixed input size (ViT's ``image_size``) get the transforms of a weights entry of
+    that size, so vit_h_14 with random init is fed 224 px, as it was built for.
+    """
+    if model == LITE0:
+        return lite0.transforms()
+    if choice is not None and choice.kind == "enum":
+        return choice.enum.transforms()
+    transform = _default_weights(model).transforms()
+    size = getattr(module, "image_size", None)
+    if size is not None and transform.crop_size[0] != size:
+        fitting = [w for w in get_model_weights(model) if w.transforms().crop_size[0] == size]
+        transform = fitting[0].transforms() if fitting else ImageClassification(crop_size=size, resize_size=size)
+    return transform
 
 
 def _categories(model: str) -> list[str]:
@@ -175,7 +215,11 @@ def _build(model: str, choice: WeightsChoice) -> nn.Module:
     state = _read_checkpoint(choice.path)
     if model == LITE0 and any(k.startswith("_") for k in state):
         state = lite0.convert_state_dict(state, module)
-    result = module.load_state_dict(state, strict=False)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+        raise UserError(f"weights: checkpoint {choice.path.name} does not fit {model}: {first}") from None
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     unexpected = [k for k in result.unexpected_keys if not k.startswith(("aux", "AuxLogits"))]
     if missing or unexpected:
@@ -199,7 +243,7 @@ def load_model(
         return _CACHE[key]
     ensure_available(model, choice)
     module = _build(model, choice).eval().requires_grad_(False).to(device)
-    loaded = LoadedModel(model, choice, module, preprocessing(model), _categories(model))
+    loaded = LoadedModel(model, choice, module, preprocessing(model, choice, module), _categories(model))
     if cache_size > 0:
         _CACHE[key] = loaded
         while len(_CACHE) > cache_size:

@@ -1,0 +1,137 @@
+"""Hydra callback that keeps index.html current: rebuilt after every job and again when the run or sweep ends.
+
+Hydra calls ``on_job_end`` for failed jobs too, but skips ``on_multirun_end`` when any job failed, so the job
+hook does the real work. Parallel workers (joblib, submitit) serialise their rebuilds with ``flock`` on a lock
+file in the report folder, so whichever job ends last writes a report that holds every job. A report problem is
+logged and never fails the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.output.files import write_bytes
+from pipeline.report.index import JOB_STATUS, NoManifestError, build_report, scan
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: rebuild without a lock
+    fcntl = None
+
+log = logging.getLogger(__name__)
+LOCK = ".report.lock"
+STAMP = ".report.stamp"
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder/.report.lock`` (shared by every process writing this report)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a") as handle:
+        locked = fcntl is not None
+        if locked:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            except OSError as exc:  # e.g. Lustre mounted without -o flock: go on unlocked (writes stay atomic)
+                log.warning("report: cannot lock %s (%s); rebuilding without the lock", folder / LOCK, exc)
+                locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def inputs_fingerprint(folder: Path) -> str:
+    """A digest of the name, size and mtime of every file the report reads, to skip rebuilds that change nothing."""
+    entries = []
+    for path in scan(folder):
+        stat = path.stat()
+        entries.append(f"{path.relative_to(folder).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+
+
+def rebuild(folder: Path) -> Path | None:
+    """Rebuild the report under the folder lock unless its inputs are unchanged; log, never raise, on failure."""
+    try:
+        with folder_lock(folder):
+            stamp, fingerprint = folder / STAMP, inputs_fingerprint(folder)
+            if (folder / "index.html").is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
+                return folder / "index.html"
+            target = build_report(folder)
+            write_bytes(stamp, fingerprint.encode())
+        log.info("report: %s", target)
+        return target
+    except NoManifestError as exc:
+        log.info("report not written: %s", exc)
+    except Exception:  # the report is a by-product; it must never fail a job (logged with traceback)
+        log.exception("report for %s could not be built", folder)
+    return None
+
+
+def _multirun(config: DictConfig) -> bool:
+    return OmegaConf.select(config, "hydra.mode") in (RunMode.MULTIRUN, "MULTIRUN")
+
+
+def _absolute(config: DictConfig, path: str) -> Path:
+    """``path`` against the directory Hydra was started from (a job with chdir=True runs elsewhere)."""
+    base = OmegaConf.select(config, "hydra.runtime.cwd") or os.getcwd()
+    return Path(base, path)
+
+
+def report_folder(config: DictConfig) -> Path:
+    """The sweep dir in a multirun, else the run's output dir."""
+    if _multirun(config):
+        return _absolute(config, str(config.hydra.sweep.dir))
+    output = OmegaConf.select(config, "hydra.runtime.output_dir") or str(config.hydra.run.dir)
+    return _absolute(config, output)
+
+
+class ReportCallback(Callback):
+    """Writes index.html/index.jsonl (see pipeline.report.index) as jobs finish; switch off with ``report=false``."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = bool(enabled)
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """Record how the job ended in its directory, then rebuild the report (failed jobs included)."""
+        if not self.enabled:
+            return
+        try:
+            self._write_status(config, job_return)
+        except Exception:  # see rebuild()
+            log.exception("report: could not record the job status")
+        rebuild(report_folder(config))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.enabled:
+            rebuild(report_folder(config))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.enabled:
+            rebuild(report_folder(config))
+
+    @staticmethod
+    def _write_status(config: DictConfig, job_return: Any) -> None:
+        output = OmegaConf.select(config, "hydra.runtime.output_dir")
+        if job_return is None or not output:
+            return
+        status = getattr(getattr(job_return, "status", None), "name", "UNKNOWN")
+        data: dict[str, Any] = {"status": status, "overrides": list(getattr(job_return, "overrides", None) or [])}
+        if status == "FAILED":
+            # JobReturn.return_value re-raises for a failed job; the exception itself is kept in _return_value.
+            exc = getattr(job_return, "_return_value", None)
+            data["error"] = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+        payload = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+        write_bytes(_absolute(config, output) / JOB_STATUS, payload.encode())

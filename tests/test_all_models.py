@@ -1,0 +1,106 @@
+"""Every torchvision classification model (weights=none): filters, feature maps and all three backprop methods
+from its first and last conv layer and from its class logit, exact and side-effect free."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+import torchvision
+from helpers import fingerprint
+
+from pipeline.methods import TargetSpec, backprop, feature_maps, filters
+from pipeline.models import conv_layers, load_model, resolve_weights
+from pipeline.models.capture import run_capturing
+from pipeline.models.registry import available_models, clear_cache
+
+TORCHVISION = torchvision.models.list_models(module=torchvision.models)
+
+
+def test_the_model_list_is_complete():
+    assert len(TORCHVISION) == 80
+    assert set(available_models()) == {*TORCHVISION, "efficientnet_lite0"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*TORCHVISION, "efficientnet_lite0"])
+def test_every_model_first_and_last_layer(name):
+    loaded = load_model(name, resolve_weights(name, "none", seed=0), cache_size=0)
+    model = loaded.module
+    layers = conv_layers(model)
+    assert layers, "every classification model has at least one Conv2d"
+    first, last = layers[0], layers[-1]
+    size = input_size_for(name, loaded)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, size, size)
+    before = fingerprint(model)
+
+    # filters: the real weights of the layer, right shape
+    modules = dict(model.named_modules())
+    for layer in (first, last):
+        result = filters(modules[layer.name].weight, max_filters=8)
+        assert result.data.shape[0] == min(8, layer.out_channels)
+        assert torch.isfinite(result.data).all()
+
+    # feature maps: captured from one forward, equal to a plain hook's view of the same forward
+    seen = {}
+    with torch.inference_mode():
+        run_capturing(model, x, [first.name, last.name], lambda n, out: seen.__setitem__(n, out.clone()))
+    for layer in (first, last):
+        maps = feature_maps(seen[layer.name][0], top_k=4)
+        assert maps.maps.shape[0] == min(4, layer.out_channels)
+        assert torch.isfinite(maps.maps).all()
+
+    # backprop: finite, non-zero input gradients; the "gradient" rule equals plain autograd exactly
+    spec = TargetSpec(top_k=2)
+    requests = {"gradient": spec, "guided_backprop": spec, "deconvnet": TargetSpec(target="class")}
+    results = list(backprop(model, x, [first.name, last.name], requests))
+    assert len(results) == (2 if first.name == last.name else 4) + 1
+    for res in results:
+        (g,) = res.grads
+        assert g.shape[1:] == x.shape[1:], res
+        assert torch.isfinite(g).all(), (res.layer, res.method)
+        if res.layer is None and zero_head(model):
+            assert g.abs().sum() == 0  # ViTs start with a zero classifier: every logit is constant
+        else:
+            assert g.abs().sum() > 0, (res.layer, res.method)
+    plain = _plain_gradient(model, x, last.name, results)
+    ours = next(r for r in results if r.layer == last.name and r.method == "gradient").grads[0][0]
+    torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-6 * float(plain.abs().max()) + 1e-12)
+    assert fingerprint(model) == before
+    del loaded, model, results
+    clear_cache()
+    gc.collect()
+
+
+def input_size_for(name: str, loaded) -> int:
+    """A small input the architecture accepts (speed); fixed-size ones (ViT, Swin, MaxViT) get their own size."""
+    if hasattr(loaded.module, "image_size") or name.startswith(("swin", "maxvit")):
+        return loaded.transform.crop_size[0]
+    return 96
+
+
+def zero_head(model: torch.nn.Module) -> bool:
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return bool(linears) and bool((linears[-1].weight == 0).all())
+
+
+def _plain_gradient(model, x, layer, results):
+    """Ordinary autograd of the first target unit of ``layer``, with a hook and no interception."""
+    target = next(r for r in results if r.layer == layer and r.method == "gradient").targets[0][0]
+    y, w = target.unit
+    store = {}
+
+    def hook(module, inputs, output):  # clone now: an in-place ReLU may overwrite the output later
+        store.setdefault("value", output[0, target.channel, y, w].clone())
+
+    handle = dict(model.named_modules())[layer].register_forward_hook(hook)
+    try:
+        xx = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            model(xx)
+            (grad,) = torch.autograd.grad(store["value"], xx)
+    finally:
+        handle.remove()
+    return grad[0]

@@ -1,0 +1,85 @@
+"""filters and feature_maps against independent computations; display normalisation and grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.methods import feature_maps, filters
+from pipeline.render.figures import filters_figure, gradients_figure
+from pipeline.render.grid import compose
+from pipeline.render.normalize import colorize, minmax, positive, signed
+
+
+def test_rgb_filters_are_the_layer_weights():
+    w = torch.randn(10, 3, 5, 5)
+    result = filters(w, max_filters=4)
+    assert result.view == "rgb" and result.indices == [0, 1, 2, 3]
+    assert torch.equal(result.data, w[:4])
+
+
+def test_non_rgb_layers_show_input_channel_slices_or_their_mean():
+    w = torch.randn(6, 32, 3, 3)
+    channels = filters(w, max_filters=0, max_in_channels=16)
+    assert channels.view == "channels" and channels.data.shape == (6, 16, 3, 3)
+    assert torch.equal(channels.data, w[:, :16])
+    mean = filters(w, view="mean")
+    torch.testing.assert_close(mean.data[:, 0], w.mean(1))
+
+
+def test_depthwise_filters_have_one_slice_each():
+    w = torch.randn(8, 1, 3, 3)  # groups == channels
+    result = filters(w)
+    assert result.view == "channels" and result.data.shape == (8, 1, 3, 3)
+    with pytest.raises(ValueError, match="needs 3 input channels"):
+        filters(w, view="rgb")
+
+
+def test_feature_maps_pick_the_most_active_channels():
+    torch.manual_seed(0)
+    act = torch.randn(20, 7, 7)
+    result = feature_maps(act, top_k=5)
+    expected = sorted(range(20), key=lambda c: -float(act[c].mean()))[:5]
+    assert result.channels == expected
+    assert torch.equal(result.maps, act[expected])
+    np.testing.assert_allclose(result.scores, [float(act[c].mean()) for c in expected], rtol=1e-6)
+    by_max = feature_maps(act, top_k=3, rank_by="max")
+    assert by_max.channels == sorted(range(20), key=lambda c: -float(act[c].max()))[:3]
+
+
+def test_feature_maps_explicit_channels_keep_their_order():
+    act = torch.arange(4 * 9, dtype=torch.float32).view(4, 3, 3)
+    result = feature_maps(act, channels=[3, 0, -1])
+    assert result.channels == [3, 0, 3]
+    with pytest.raises(ValueError, match="out of range"):
+        feature_maps(act, channels=[4])
+
+
+def test_normalisations():
+    x = np.array([-2.0, 0.0, 1.0, 4.0])
+    np.testing.assert_allclose(minmax(x), [0, 1 / 3, 0.5, 1])
+    np.testing.assert_allclose(signed(x), [0.25, 0.5, 0.625, 1.0])  # zero is mid-gray
+    np.testing.assert_allclose(positive(x, 100), [0, 0, 0.25, 1])
+    assert (minmax(np.ones(3)) == 0).all() and (signed(np.zeros(3)) == 0.5).all()
+    rgb = colorize(np.array([[0.0, 1.0]]), "gray")
+    assert rgb.tolist() == [[[0, 0, 0], [255, 255, 255]]]
+
+
+def test_grid_places_every_tile_with_room_for_labels_and_header():
+    tiles = [np.full((5, 5, 3), (10 * i, 200, 13), dtype=np.uint8) for i in range(10)]
+    image = compose(tiles, [f"t{i}" for i in range(10)], ["title", "subtitle"], tile_px=40)
+    arr = np.asarray(image)
+    assert image.width >= 4 * 40 and image.height > 3 * 40
+    # nearest-neighbour enlargement keeps each tile a flat colour: find tile 9's colour as a 40x40 block
+    ys, xs = np.where((arr == (90, 200, 13)).all(-1))
+    assert len(ys) == 40 * 40 and ys.max() - ys.min() == 39 and xs.max() - xs.min() == 39
+
+
+def test_figures_return_the_exact_array_they_show():
+    w = torch.randn(4, 3, 3, 3)
+    image, raw = filters_figure(filters(w), ["h"], {})
+    assert raw.dtype == np.float32 and np.array_equal(raw, w.numpy())
+    g = torch.randn(2, 3, 16, 16)
+    image, raw = gradients_figure(g, ["a", "b"], ["h"], {"tile_px": 32})
+    assert np.array_equal(raw, g.numpy()) and image.mode == "RGB"
