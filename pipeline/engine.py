@@ -67,11 +67,13 @@ class _Run:
         params = dict(self.settings.params.get(method, {}))
         if method in METHOD_RULES:
             params["activation_policy"] = ACTIVATION_POLICY
+        index = next((item.index for item in mp.layers if item.name == layer), None)
         return {
             "model": mp.name,
             "weights": mp.weights.label,
             "random_weights": mp.weights.random,
             "layer": layer,
+            "layer_index": index,
             "method": method,
             "image": None if image is None else str(image),
             "image_label": None if image is None else self.plan.labels[image],

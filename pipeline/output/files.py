@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once at import: mkstemp makes 0600 files, written files get the usual 0666 & ~umask
 
 
 def safe_name(text: str) -> str:
@@ -29,6 +31,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -142,6 +142,13 @@ def _predictions(model: str, tables: list[tuple[Job, dict]], labels: dict[str, s
     )
 
 
+def _layer_order(methods: dict) -> float:
+    """Layers in the model's own conv order (manifest ``layer_index``); class-logit targets last."""
+    indices = [r.get("layer_index") for items in methods.values() for r in items]
+    known = [i for i in indices if isinstance(i, int)]
+    return min(known) if known else float("inf")
+
+
 def _models(records: list[dict], jobs: list[Job]) -> list[tuple[str, str]]:
     grouped: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in records:
@@ -161,7 +168,7 @@ def _models(records: list[dict], jobs: list[Job]) -> list[tuple[str, str]]:
         ]
         if predictions.get(model):
             parts.append(_predictions(model, predictions[model], labels))
-        for layer, methods in layers.items():
+        for layer, methods in sorted(layers.items(), key=lambda item: _layer_order(item[1])):
             parts.append(f'<section class="group layer"><h3>{esc(layer)}</h3>')
             for method, items in methods.items():
                 cards = "".join(_card(r, labels.get(r.get("job"))) for r in items)
