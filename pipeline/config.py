@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.errors import UserError, closest
 from pipeline.methods import METHOD_RULES, METHODS, TargetSpec
+from pipeline.methods.backprop import STRATEGIES
 from pipeline.models.registry import available_models
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -33,6 +34,7 @@ class Settings:
     predictions: bool = True
     png_compression: int = 3
     render_workers: int = 2
+    backward_strategy: str = "loop"
     render: dict = field(default_factory=dict)
 
     def target_spec(self, method: str) -> TargetSpec:
@@ -59,6 +61,12 @@ def _as_list(value) -> list:
     if isinstance(value, str) and "," in value:
         return [v.strip() for v in value.split(",") if v.strip()]
     return [value]
+
+
+def _choice(key: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise UserError(f"{key}: {value!r} is not one of {', '.join(valid)}.{closest(value, valid)}")
+    return value
 
 
 def resolve_device(name: str) -> str:
@@ -116,6 +124,7 @@ def settings_from(cfg: DictConfig) -> Settings:
         predictions=bool(cfg.get("predictions", True)),
         png_compression=int(cfg.get("png_compression", 3)),
         render_workers=max(1, int(cfg.get("render_workers", 2))),
+        backward_strategy=_choice("backward_strategy", str(cfg.get("backward_strategy", "loop")), STRATEGIES),
         render=OmegaConf.to_container(cfg.render, resolve=True) if cfg.get("render") is not None else {},
     )
 

@@ -208,7 +208,7 @@ class _Run:
         needs_layers = bool(channel_methods) or "feature_maps" in self.plan.methods
         names = [layer.name for layer in mp.layers] if needs_layers else []
         full = self.settings.predictions or any(s.target == "class" for s in specs.values())
-        with Session(loaded.module, x, names, full=full) as session:
+        with Session(loaded.module, x, names, full=full, strategy=self.settings.backward_strategy) as session:
             self.predictions(mp, loaded, session.logits, images)
             for layer in mp.layers if needs_layers else []:
                 if "feature_maps" in self.plan.methods:

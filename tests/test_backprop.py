@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from helpers import fingerprint, rss_mb
 from torch import nn
 
-from pipeline.methods import TargetSpec, backprop
+from pipeline.methods import Session, TargetSpec, backprop
 from pipeline.methods._rules import RuleBox, backward_rules
 
 # --- hand-computed expectations ----------------------------------------------------------------------------------
@@ -198,6 +198,25 @@ def test_quirks_match_classic_implementation(style, method, rule, layer):
         torch.testing.assert_close(result.grads[i], expected[i], rtol=1e-5, atol=1e-6)
         assert result.grads[i].abs().sum() > 0
     assert fingerprint(model) == before
+
+
+def test_loop_and_vmap_strategies_agree():
+    torch.manual_seed(2)
+    model = Quirky("densenet").eval()
+    x = torch.randn(3, 3, 10, 10)
+    results = {}
+    for strategy in ("loop", "vmap"):
+        with Session(model, x, ["conv2", "head"], strategy=strategy) as session:
+            results[strategy] = [
+                session.gradients("guided_backprop", TargetSpec(top_k=5), "conv2"),
+                session.gradients("deconvnet", TargetSpec(top_k=2, objective="sum"), "head"),
+            ]
+    for loop, vmap in zip(results["loop"], results["vmap"], strict=True):
+        assert [[t.as_dict() for t in row] for row in loop.targets] == [
+            [t.as_dict() for t in row] for row in vmap.targets
+        ]
+        for a, b in zip(loop.grads, vmap.grads, strict=True):
+            torch.testing.assert_close(a, b)
 
 
 # --- no side effects, also when the forward raises; flat over many calls -------------------------------------------

@@ -1,7 +1,8 @@
 """``gradient``, ``deconvnet`` and ``guided_backprop``: input-space signals for channel or class targets.
 
 One forward pass with gradients (truncated at the deepest requested layer unless a class target needs the
-logits) feeds one batched backward per (layer, method) for all targets of all images at once. Pure tensor code.
+logits) feeds every (layer, method): its targets are backpropagated for all images of the batch at once, with
+no further forward pass. Pure tensor code.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from pipeline.models.capture import run_capturing
 METHOD_RULES = {"gradient": "gradient", "deconvnet": "deconvnet", "guided_backprop": "guided"}
 TARGETS = ("channel", "class")
 OBJECTIVES = ("max", "sum")
+# How the k targets of a layer are backpropagated after the shared forward: ``loop`` runs k backward calls,
+# each batched over the images; ``vmap`` runs one ``is_grads_batched`` call. Measured on CPU, ``loop`` was as
+# fast on vgg16 and 2-25x faster on resnet18 and efficientnet_lite0 (vmap's batching rules for depthwise and
+# strided convolution backward are slow), so it is the default.
+STRATEGIES = ("loop", "vmap")
 __all__ = ["ACTIVATION_POLICY", "METHOD_RULES", "Session", "Target", "TargetSpec", "backprop", "channel_targets"]
 
 
@@ -123,7 +129,12 @@ class Session:
     (None when the forward stopped at the deepest layer) may also be read directly, e.g. for feature maps.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, layers: list[str], full: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, x: torch.Tensor, layers: list[str], full: bool = False, strategy: str = "loop"
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"backward strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.strategy = strategy
         self.box = RuleBox()
         self.x = x.detach().requires_grad_(True)
         self.activations: dict[str, torch.Tensor] = {}
@@ -141,7 +152,10 @@ class Session:
             output = self.activations[layer]
             targets, grad_out = channel_targets(output, spec)
         self.box.rule = METHOD_RULES[method]
-        (grads,) = torch.autograd.grad(output, self.x, grad_out, retain_graph=True, is_grads_batched=True)
+        if self.strategy == "vmap":
+            (grads,) = torch.autograd.grad(output, self.x, grad_out, retain_graph=True, is_grads_batched=True)
+        else:  # one backward per target rank, each batched over the images
+            grads = torch.stack([torch.autograd.grad(output, self.x, g, retain_graph=True)[0] for g in grad_out])
         per_image = grads.detach().transpose(0, 1).float().cpu()  # [N, k, 3, H, W]
         return Gradients(layer=layer, method=method, targets=targets, grads=list(per_image))
 
