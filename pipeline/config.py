@@ -32,7 +32,7 @@ class Settings:
     batch_size: int = 4
     model_cache: int = 4
     predictions: bool = True
-    png_compression: int = 3
+    png_compression: int = 1
     render_workers: int = 2
     backward_strategy: str = "loop"
     render: dict = field(default_factory=dict)
@@ -122,7 +122,7 @@ def settings_from(cfg: DictConfig) -> Settings:
         batch_size=batch_size,
         model_cache=int(cfg.get("model_cache", 4)),
         predictions=bool(cfg.get("predictions", True)),
-        png_compression=int(cfg.get("png_compression", 3)),
+        png_compression=int(cfg.get("png_compression", 1)),
         render_workers=max(1, int(cfg.get("render_workers", 2))),
         backward_strategy=_choice("backward_strategy", str(cfg.get("backward_strategy", "loop")), STRATEGIES),
         render=OmegaConf.to_container(cfg.render, resolve=True) if cfg.get("render") is not None else {},
