@@ -62,6 +62,12 @@ def test_normalisations():
     np.testing.assert_allclose(signed(x), [0.25, 0.5, 0.625, 1.0])  # zero is mid-gray
     np.testing.assert_allclose(positive(x, 100), [0, 0, 0.25, 1])
     assert (minmax(np.ones(3)) == 0).all() and (signed(np.zeros(3)) == 0.5).all()
+    # a signal confined to a few pixels is scaled by its own values, not blanked by a percentile of zeros
+    sparse = np.zeros(10_000)
+    sparse[:20] = np.linspace(-1, 2, 20)
+    shown = signed(sparse, 99.5)
+    assert shown[19] > 0.99 and shown[0] < 0.3 and (shown[20:] == 0.5).all()
+    assert positive(sparse, 99.5)[19] > 0.99
     rgb = colorize(np.array([[0.0, 1.0]]), "gray")
     assert rgb.tolist() == [[[0, 0, 0], [255, 255, 255]]]
 

@@ -19,9 +19,16 @@ def minmax(x: np.ndarray, lo: float | None = None, hi: float | None = None) -> n
     return np.clip((x - lo) / (hi - lo), 0, 1).astype(np.float32)
 
 
+def _scale(magnitudes: np.ndarray, percentile: float) -> float:
+    """The ``percentile`` of the non-zero magnitudes: a signal confined to a small receptive field (most of
+    the tile exactly zero) is scaled by its own values, not blanked by a percentile that lands on zeros."""
+    nonzero = magnitudes[magnitudes > 0]
+    return float(np.percentile(nonzero, percentile)) if nonzero.size else 0.0
+
+
 def signed(x: np.ndarray, percentile: float = 100.0) -> np.ndarray:
     """Zero at mid-gray: divide by the ``percentile`` of |x| and clip, so sign and relative size stay visible."""
-    scale = float(np.percentile(np.abs(x), percentile)) if x.size else 0.0
+    scale = _scale(np.abs(x), percentile)
     if scale < _EPS:
         return np.full(x.shape, 0.5, dtype=np.float32)
     return (0.5 + 0.5 * np.clip(x / scale, -1, 1)).astype(np.float32)
@@ -30,9 +37,7 @@ def signed(x: np.ndarray, percentile: float = 100.0) -> np.ndarray:
 def positive(x: np.ndarray, percentile: float = 99.5) -> np.ndarray:
     """Only the positive part, scaled by its ``percentile`` and clipped to [0, 1]."""
     pos = np.clip(x, 0, None)
-    scale = float(np.percentile(pos, percentile)) if pos.size else 0.0
-    if scale < _EPS:
-        scale = float(pos.max())
+    scale = _scale(pos, percentile)
     if scale < _EPS:
         return np.zeros(x.shape, dtype=np.float32)
     return np.clip(pos / scale, 0, 1).astype(np.float32)
