@@ -72,7 +72,7 @@ def instrument(timers: Timers) -> None:
     import pipeline.output.files as files
     import pipeline.output.writer as writer
 
-    engine.load_model = timers.wrap("main: load model", engine.load_model)
+    engine.load_model = timers.wrap("load: load_model (background thread)", engine.load_model)
     engine.filters = timers.wrap("main: filters (select)", engine.filters)
     engine.feature_maps = timers.wrap("main: feature_maps (select)", engine.feature_maps)
     session = engine.Session
@@ -92,7 +92,7 @@ def instrument(timers: Timers) -> None:
 
     write_bytes = files.write_bytes
     files.write_bytes = timers.wrap("render: file write + fsync", write_bytes)
-    # write_png = PIL encode + write_bytes; the encode share is the difference, reported below.
+    # write_png = encode + write_bytes; the encode share is the difference, reported below.
     writer.write_png = timers.wrap("render: write_png (encode + write)", writer.write_png)
 
 
@@ -126,19 +126,27 @@ def run_sweep(quick: bool, render_workers: int, png_compression: int) -> float:
 
 
 def encode_costs(levels: tuple[int, ...] = (0, 1, 3, 6)) -> list[str]:
-    """Encode one real picture per method at several zlib levels: seconds per PNG and its size."""
+    """Encode one real picture per method at several zlib levels, with the product's encoder (rows unfiltered)
+    and with Pillow's (adaptive row filters): milliseconds per PNG and its size."""
+    from pipeline.output.files import encode_png
+
+    def pillow(image, level: int) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=level)
+        return buffer.getvalue()
+
     lines = []
     for name, image in SAMPLES.items():
-        cells = []
-        for level in levels:
-            runs = []
-            for _ in range(3):
-                buffer = io.BytesIO()
-                t0 = time.perf_counter()
-                image.save(buffer, format="PNG", compress_level=level)
-                runs.append(time.perf_counter() - t0)
-            cells.append(f"L{level} {min(runs) * 1000:6.1f} ms {len(buffer.getvalue()) / 1024:6.0f} KiB")
-        lines.append(f"  {name:<20} {image.size[0]}x{image.size[1]}  " + "  ".join(cells))
+        for label, encode in (("product", encode_png), ("pillow", pillow)):
+            cells = []
+            for level in levels:
+                runs = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    data = encode(image, level)
+                    runs.append(time.perf_counter() - t0)
+                cells.append(f"L{level} {min(runs) * 1000:6.1f} ms {len(data) / 1024:6.0f} KiB")
+            lines.append(f"  {name:<20} {label:<8} {image.size[0]}x{image.size[1]}  " + "  ".join(cells))
     return lines
 
 
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="alexnet, first+last layer, one photo")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--render-workers", type=int, default=2, help="the engine's render threads (default 2)")
-    parser.add_argument("--png-compression", type=int, default=3, help="zlib level of the PNGs (default 3)")
+    parser.add_argument("--png-compression", type=int, default=1, help="zlib level of the PNGs (default 1)")
     parser.add_argument("--pyinstrument", type=Path, default=None, help="write a main-thread profile here")
     args = parser.parse_args(argv)
     if args.threads:

@@ -6,7 +6,9 @@ import io
 import json
 import os
 import re
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +40,41 @@ def write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def write_png(path: Path, image: Image.Image, compress_level: int = 3) -> None:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPE = {"L": 0, "RGB": 2, "RGBA": 6}
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def encode_png(image: Image.Image, compress_level: int = 1) -> bytes:
+    """PNG bytes for an 8-bit L/RGB/RGBA image: every row unfiltered, one zlib stream at ``compress_level``.
+
+    Pillow's encoder tries up to four row filters per line; on this product's flat-colour grids that took twice
+    the CPU and gave 6% larger files than no filtering (all 190 PNGs of the standard sweep: 4.4 s vs 2.4 s,
+    45.0 vs 42.1 MiB at level 1; ``benchmarks/profile_sweep.py`` prints the comparison).
+    """
+    if image.mode not in _PNG_COLOR_TYPE:
+        image = image.convert("RGB")
+    pixels = np.asarray(image, dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    rows = np.zeros((height, 1 + pixels[0].size), dtype=np.uint8)  # a leading 0 byte per row: filter "None"
+    rows[:, 1:] = pixels.reshape(height, -1)
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPE[image.mode], 0, 0, 0)
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(rows, compress_level)),
+            _chunk(b"IEND", b""),
+        )
+    )
+
+
+def write_png(path: Path, image: Image.Image, compress_level: int = 1) -> None:
     """Encode ``image`` as PNG (no timestamps, so equal pictures give equal bytes) and write it atomically."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level)
-    write_bytes(path, buffer.getvalue())
+    write_bytes(path, encode_png(image, compress_level))
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
