@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pipeline.methods import feature_maps, filters
-from pipeline.render.figures import filters_figure, gradients_figure
-from pipeline.render.grid import compose
+from pipeline.output.files import encode_png
+from pipeline.render.figures import feature_maps_figure, filters_figure, gradients_figure
+from pipeline.render.grid import compose, shrink_values
 from pipeline.render.normalize import colorize, minmax, positive, signed
 
 
@@ -89,3 +93,47 @@ def test_figures_return_the_exact_array_they_show():
     g = torch.randn(2, 3, 16, 16)
     image, raw = gradients_figure(g, ["a", "b"], ["h"], {"tile_px": 32})
     assert np.array_equal(raw, g.numpy()) and image.mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    ("mode", "shape"), [("RGB", (7, 5, 3)), ("L", (3, 9)), ("RGBA", (4, 6, 4)), ("RGB", (1, 1, 3))]
+)
+def test_png_encoder_round_trips_exactly_through_pillow(mode, shape):
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    image = Image.fromarray(pixels, mode)
+    for level in (0, 1, 9):
+        data = encode_png(image, level)
+        decoded = Image.open(io.BytesIO(data))
+        decoded.load()  # verifies every chunk CRC and the zlib stream
+        assert decoded.format == "PNG" and decoded.mode == mode
+        assert np.array_equal(np.asarray(decoded), pixels)
+        assert encode_png(image, level) == data  # no timestamps: equal pictures, equal bytes
+
+
+def test_png_encoder_converts_other_modes_to_rgb():
+    palette = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4)).convert("P")
+    decoded = Image.open(io.BytesIO(encode_png(palette)))
+    assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), np.asarray(palette.convert("RGB")))
+
+
+def test_maps_larger_than_a_tile_are_box_averaged_before_colouring():
+    values = np.random.default_rng(1).random((192, 128)).astype(np.float32)
+    small = shrink_values(values, 96)  # exactly 2x: each value is the mean of a 2x2 block
+    expected = values.reshape(96, 2, 64, 2).mean(axis=(1, 3))
+    assert small.shape == (96, 64)
+    np.testing.assert_allclose(small, expected, rtol=1e-5)
+    fits = values[:50, :40]
+    assert shrink_values(fits, 96) is fits  # already small enough: left alone (enlarged later, nearest)
+
+
+def test_feature_map_tiles_use_the_full_resolution_range():
+    maps = torch.zeros(1, 192, 192)
+    maps[0, 0, 0] = 4.0  # a single hot pixel: averaged away in the tile, but it sets the colour scale
+    maps[0, 96:, :] = 1.0
+    result = feature_maps(maps, top_k=1)
+    image, raw = feature_maps_figure(result, ["h"], {"cmap": "gray", "tile_px": 96})
+    assert np.array_equal(raw, maps.numpy())
+    arr = np.asarray(image)
+    bright = round(255 * 1.0 / 4.0)  # value 1 on a 0..4 scale
+    per_row = (arr == bright).all(-1).sum(1)
+    assert per_row[per_row >= 96].tolist() == [96] * 48  # the lower half of the 96 px tile, nothing clipped

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline.methods.feature_maps import FeatureMaps
 from pipeline.methods.filters import Filters
-from pipeline.render.grid import compose
+from pipeline.render.grid import compose, shrink_values
 from pipeline.render.normalize import colorize, minmax, positive, signed, to_uint8
 
 FILTER_NORMALIZE = ("minmax", "signed")
@@ -24,12 +24,10 @@ def _mosaic(slices: np.ndarray, cmap: str) -> np.ndarray:
     cols = math.ceil(math.sqrt(c))
     rows = math.ceil(c / cols)
     gap = 1 if kh * kw > 1 else 0
-    values = signed(slices)
-    out = np.full((rows * (kh + gap) - gap, cols * (kw + gap) - gap, 3), 255, dtype=np.uint8)
-    for i in range(c):
-        r, q = divmod(i, cols)
-        out[r * (kh + gap) : r * (kh + gap) + kh, q * (kw + gap) : q * (kw + gap) + kw] = colorize(values[i], cmap)
-    return out
+    cells = np.full((rows * cols, kh + gap, kw + gap, 3), 255, dtype=np.uint8)  # white gaps and spare cells
+    cells[:c, :kh, :kw] = colorize(signed(slices), cmap)
+    out = cells.reshape(rows, cols, kh + gap, kw + gap, 3).transpose(0, 2, 1, 3, 4)
+    return out.reshape(rows * (kh + gap), cols * (kw + gap), 3)[: rows * (kh + gap) - gap, : cols * (kw + gap) - gap]
 
 
 def filters_figure(result: Filters, header: list[str], params: dict) -> tuple[Image.Image, np.ndarray]:
@@ -61,16 +59,19 @@ def feature_maps_figure(
 ) -> tuple[Image.Image, np.ndarray]:
     """Activation maps through a colormap, each tile scaled alone (``tile``) or all on one scale (``grid``)."""
     maps = result.maps.numpy().astype(np.float32)
-    cmap = params.get("cmap", "viridis")
+    cmap, tile_px = params.get("cmap", "viridis"), params.get("tile_px", 96)
     if params.get("normalize", "tile") == "grid":
-        lo, hi = float(maps.min()), float(maps.max())
-        tiles = [colorize(minmax(m, lo, hi), cmap) for m in maps]
+        ranges = [(float(maps.min()), float(maps.max()))] * len(maps)
     else:
-        tiles = [colorize(minmax(m), cmap) for m in maps]
+        ranges = [(float(m.min()), float(m.max())) for m in maps]
+    # each map's range comes from its full resolution; only the (smaller) tile is coloured
+    tiles = [
+        colorize(minmax(shrink_values(m, tile_px), lo, hi), cmap) for m, (lo, hi) in zip(maps, ranges, strict=True)
+    ]
     labels = [f"ch {c} · {s:.3g}" for c, s in zip(result.channels, result.scores, strict=True)]
     if source is not None:
         tiles, labels = [source, *tiles], ["input", *labels]
-    image = compose(tiles, labels, header, tile_px=params.get("tile_px", 96), columns=params.get("columns"))
+    image = compose(tiles, labels, header, tile_px=tile_px, columns=params.get("columns"))
     return image, maps
 
 

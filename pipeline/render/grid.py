@@ -22,15 +22,33 @@ def font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(path), size)
 
 
+def fit_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(width, height) that puts the longer side at ``size`` px, aspect kept."""
+    scale = size / max(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def fit_tile(tile: np.ndarray, size: int) -> Image.Image:
     """Scale a uint8 tile so its longer side is ``size``: nearest when enlarging (pixels stay honest)."""
     image = Image.fromarray(tile)
     h, w = tile.shape[:2]
-    scale = size / max(h, w)
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    new = fit_size(h, w, size)
     if new == (w, h):
         return image
-    return image.resize(new, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BOX)
+    return image.resize(new, Image.Resampling.NEAREST if size >= max(h, w) else Image.Resampling.BOX)
+
+
+def shrink_values(values: np.ndarray, size: int) -> np.ndarray:
+    """A 2-d float map box-averaged down to its tile size (unchanged when it already fits).
+
+    Averaging the values before the colormap, as matplotlib's ``imshow`` does by default, is what lets a
+    64-map grid of 224 px maps colour 96 px tiles instead of 224 px ones.
+    """
+    h, w = values.shape
+    if size >= max(h, w):
+        return values
+    image = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32))  # mode "F"
+    return np.asarray(image.resize(fit_size(h, w, size), Image.Resampling.BOX))
 
 
 def _wrap(text: str, width_px: int, face: ImageFont.FreeTypeFont) -> list[str]:
