@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -94,15 +96,15 @@ class _Run:
         return [f"{mp.name} · {method} · {where}", second + (f" · {extra}" if extra else "")]
 
     # --- per model ---------------------------------------------------------------------------------------------
-    def model(self, mp: ModelPlan) -> None:
+    def model(self, mp: ModelPlan, pending: Future[LoadedModel]) -> None:
         started = time.perf_counter()
         try:
-            loaded = load_model(mp.name, mp.weights, self.settings.device, self.settings.model_cache)
+            loaded = pending.result()
         except Exception as exc:  # noqa: BLE001 - one model failing must not sink the sweep
             self.fail_model(mp, error_text(exc))
             return
         log.info(
-            "%s: %d conv layers, weights %s, loaded in %.1fs",
+            "%s: %d conv layers, weights %s, ready after %.1fs",
             mp.name,
             len(mp.layers),
             mp.weights.label,
@@ -292,6 +294,21 @@ class _Run:
             ]
 
 
+def _loaded_ahead(models: list[ModelPlan], settings: Settings) -> Iterator[tuple[ModelPlan, Future[LoadedModel]]]:
+    """Each model with its load under way; while one is worked on, the next is built (or read from disk) on a
+    background thread, so a sweep does not wait for model construction after the first (one extra model in
+    memory). Loads run one at a time, in plan order, so a seeded random init is the same as a plain load."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as loader:
+
+        def start(mp: ModelPlan) -> Future[LoadedModel]:
+            return loader.submit(load_model, mp.name, mp.weights, settings.device, settings.model_cache)
+
+        following = start(models[0]) if models else None
+        for i, mp in enumerate(models):
+            current, following = following, start(models[i + 1]) if i + 1 < len(models) else None
+            yield mp, current
+
+
 def run(settings: Settings, plan: Plan, root: Path, config: dict | None = None) -> Summary:
     """Produce every artefact of ``plan`` under ``root``; never raises for a failing artefact."""
     root.mkdir(parents=True, exist_ok=True)
@@ -318,9 +335,9 @@ def run(settings: Settings, plan: Plan, root: Path, config: dict | None = None) 
         )
         state = _Run(settings, plan, root, writer, summary)
         try:
-            for mp in plan.models:
+            for mp, pending in _loaded_ahead(plan.models, settings):
                 bar.set_postfix_str(mp.name)
-                state.model(mp)
+                state.model(mp, pending)
         finally:
             writer.close()
             bar.close()

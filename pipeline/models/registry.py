@@ -7,6 +7,7 @@ read with ``weights_only=True``. Random initialisation happens only for ``weight
 from __future__ import annotations
 
 import os
+import threading
 import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -231,6 +232,7 @@ def _build(model: str, choice: WeightsChoice) -> nn.Module:
 
 
 _CACHE: OrderedDict[tuple, LoadedModel] = OrderedDict()
+_LOCK = threading.RLock()
 
 
 def load_model(
@@ -238,17 +240,18 @@ def load_model(
 ) -> LoadedModel:
     """Load (or fetch from this process's cache) a model in eval mode with frozen parameters."""
     key = (model, choice, str(device))
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    ensure_available(model, choice)
-    module = _build(model, choice).eval().requires_grad_(False).to(device)
-    loaded = LoadedModel(model, choice, module, preprocessing(model, choice, module), _categories(model))
-    if cache_size > 0:
-        _CACHE[key] = loaded
-        while len(_CACHE) > cache_size:
-            _CACHE.popitem(last=False)
-    return loaded
+    with _LOCK:  # one load at a time: a random init seeds the global generator, then draws from it
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        ensure_available(model, choice)
+        module = _build(model, choice).eval().requires_grad_(False).to(device)
+        loaded = LoadedModel(model, choice, module, preprocessing(model, choice, module), _categories(model))
+        if cache_size > 0:
+            _CACHE[key] = loaded
+            while len(_CACHE) > cache_size:
+                _CACHE.popitem(last=False)
+        return loaded
 
 
 def clear_cache() -> None:
