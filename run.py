@@ -5,6 +5,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from pipeline.config import register_configs
+
+register_configs()  # every method's parameter defaults, from its Params dataclass, under its own key
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:

@@ -198,7 +198,10 @@ def compute_floor(
 
 def product_compute(models: list[str], photos: list[Path], layers: str | tuple = "all", top_k: int = 8) -> dict:
     """The same work through the product's own method code (no rendering, no files); build time apart."""
-    from pipeline.methods import Session, TargetSpec, feature_maps, filters
+    from pipeline.engine.shared import GraphSession
+    from pipeline.methods.backprop import TargetSpec, channel_targets
+    from pipeline.methods.feature_maps import feature_maps
+    from pipeline.methods.filters import filters
     from pipeline.models.registry import load_model, resolve_weights
 
     compute = build = 0.0
@@ -215,12 +218,13 @@ def product_compute(models: list[str], photos: list[Path], layers: str | tuple =
         started = time.perf_counter()
         for layer in chosen:
             filters(modules[layer].weight)
-        with Session(loaded.module, x, chosen) as session:
+        with GraphSession(loaded.module, x, chosen) as session:
             for layer in chosen:
                 act = session.activations[layer]
                 for i in range(act.shape[0]):
                     feature_maps(act[i], 64)
-                session.gradients("guided_backprop", spec, layer)
+                _, grad_out = channel_targets(act, spec)
+                session.input_grads("guided", act, grad_out)
                 backwards += 1
                 session.release(layer)
         compute += time.perf_counter() - started

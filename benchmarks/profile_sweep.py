@@ -68,27 +68,29 @@ SAMPLES: dict[str, object] = {}
 
 def instrument(timers: Timers) -> None:
     """Wrap the engine's collaborators in place (this process only; nothing on disk changes)."""
-    import pipeline.engine as engine
+    import pipeline.engine.shared as shared
+    import pipeline.engine.sweep as sweep
     import pipeline.output.files as files
     import pipeline.output.writer as writer
+    from pipeline.methods.feature_maps import FeatureMapsMethod
+    from pipeline.methods.filters import FiltersMethod
 
-    engine.load_model = timers.wrap("load: load_model (background thread)", engine.load_model)
-    engine.filters = timers.wrap("main: filters (select)", engine.filters)
-    engine.feature_maps = timers.wrap("main: feature_maps (select)", engine.feature_maps)
-    session = engine.Session
-    session.__init__ = timers.wrap("main: forward (Session)", session.__init__)
-    session.gradients = timers.wrap("main: backward (Session.gradients)", session.gradients)
-    engine.Writer.submit = timers.wrap("main: blocked in Writer.submit", engine.Writer.submit)
+    sweep.load_model = timers.wrap("load: load_model (background thread)", sweep.load_model)
+    FiltersMethod.for_layer = timers.wrap("main: filters (select)", FiltersMethod.for_layer)
+    FeatureMapsMethod.for_layer_batch = timers.wrap("main: feature_maps (select)", FeatureMapsMethod.for_layer_batch)
+    session = shared.GraphSession
+    session.__init__ = timers.wrap("main: forward (GraphSession)", session.__init__)
+    session.input_grads = timers.wrap("main: backward (GraphSession.input_grads)", session.input_grads)
+    sweep.Writer.submit = timers.wrap("main: blocked in Writer.submit", sweep.Writer.submit)
 
-    for name in ("filters_figure", "feature_maps_figure", "gradients_figure"):
-        original = getattr(engine, name)
+    original = sweep.draw
 
-        def figure(*args, _original=original, _name=name, **kwargs):
-            result = _original(*args, **kwargs)
-            SAMPLES.setdefault(_name, result[0])
-            return result
+    def figure(picture, header, *args, **kwargs):
+        image = original(picture, header, *args, **kwargs)
+        SAMPLES.setdefault(header[0].split(" · ")[1], image)
+        return image
 
-        setattr(engine, name, timers.wrap(f"render: {name}", figure))
+    sweep.draw = timers.wrap("render: draw (compose a picture)", figure)
 
     write_bytes = files.write_bytes
     files.write_bytes = timers.wrap("render: file write + fsync", write_bytes)
@@ -100,9 +102,11 @@ def run_sweep(quick: bool, render_workers: int, png_compression: int) -> float:
     """Compose the standard sweep as ``python run.py`` would and run the engine in this process."""
     from hydra import compose, initialize_config_dir
 
-    from pipeline.config import settings_from
+    from pipeline.config import register_configs, settings_from
     from pipeline.engine import run
     from pipeline.plan import make_plan
+
+    register_configs()
 
     photos = [photo("grace_hopper")] if quick else [photo("chelsea"), photo("grace_hopper")]
     overrides = [

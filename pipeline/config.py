@@ -1,59 +1,92 @@
-"""The user's Hydra config, checked once and turned into plain settings before any work starts."""
+"""The user's Hydra config, checked once at the door and turned into typed Settings before any work starts.
+
+Global defaults live in ``conf/config.yaml``; each method's defaults live in its Params dataclass and reach
+Hydra through ``register_configs`` (a ConfigStore node merged under each method's key). Every value is
+checked here; a bad one raises UserError with one line naming the key, the value and the valid ones.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.errors import UserError, closest
-from pipeline.methods import METHOD_RULES, METHODS, TargetSpec
-from pipeline.methods.backprop import STRATEGIES
+from pipeline.methods import registry
+from pipeline.methods.base import Method
+from pipeline.methods.params import check_value, parse_params
 from pipeline.models.registry import available_models
 
-DEVICES = ("auto", "cpu", "cuda")
+METHOD_DEFAULTS = "method_defaults"
+# Scalar settings: (type, constraints). Their defaults are in conf/config.yaml.
+SCALARS: dict[str, tuple[Any, dict]] = {
+    "seed": (int, {}),
+    "save_raw": (bool, {}),
+    "device": (Literal["auto", "cpu", "cuda"], {}),
+    "batch_size": (int, {"min": 1}),
+    "predictions": (bool, {}),
+    "model_cache": (int, {"min": 0}),
+    "list_layers": (bool, {}),
+    "backward_strategy": (Literal["loop", "vmap"], {}),
+    "render_workers": (int, {"min": 1, "max": 64}),
+    "png_compression": (int, {"min": 0, "max": 9}),
+    "report": (bool, {}),
+}
 
 
 @dataclass
 class Settings:
-    """Everything the engine needs, validated: names exist, values have the right type."""
+    """Everything the engine needs, checked: names exist, values have the right type and range."""
 
     models: list[str]
     weights: str
     seed: int
-    layers: object
+    layers: Any
     images: list[str]
-    methods: list[str]
-    params: dict[str, dict]
-    save_raw: bool = False
-    device: str = "cpu"
-    batch_size: int = 4
-    model_cache: int = 4
-    predictions: bool = True
-    png_compression: int = 1
-    render_workers: int = 2
-    backward_strategy: str = "loop"
-    render: dict = field(default_factory=dict)
+    methods: list[Method]
+    model_kwargs: dict[str, dict[str, Any]]
+    save_raw: bool
+    device: str
+    batch_size: int
+    model_cache: int
+    predictions: bool
+    png_compression: int
+    render_workers: int
+    backward_strategy: str
+    font_px: int
+    list_layers: bool = False
+    warnings: list[str] = field(default_factory=list)
 
-    def target_spec(self, method: str) -> TargetSpec:
-        return target_spec(self.params.get(method, {}))
+    @property
+    def method_names(self) -> list[str]:
+        return [m.name for m in self.methods]
 
-
-def target_spec(p: dict) -> TargetSpec:
-    """The backprop target described by one method's parameters (``target``, ``top_k``, ``channels``, ...)."""
-    channels = p.get("channels")
-    return TargetSpec(
-        target=str(p.get("target", "channel")),
-        top_k=int(p.get("top_k", 8)),
-        channels=tuple(int(c) for c in channels) if channels else None,
-        objective=str(p.get("objective", "max")),
-        class_index=None if p.get("class_index") is None else int(p["class_index"]),
-    )
+    def kwargs_for(self, model: str) -> dict[str, Any]:
+        return self.model_kwargs.get(model, {})
 
 
-def _as_list(value) -> list:
+def register_configs() -> None:
+    """Put every registered method's parameter defaults into Hydra's ConfigStore (``method_defaults``)."""
+    from hydra.core.config_store import ConfigStore
+
+    nodes = {name: dataclasses.asdict(registry.method_class(name).Params()) for name in registry.names()}
+    ConfigStore.instance().store(name=METHOD_DEFAULTS, node=_plain(nodes))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _as_list(value: Any) -> list:
     if value is None:
         return []
     if isinstance(value, (list, tuple, ListConfig)):
@@ -63,16 +96,14 @@ def _as_list(value) -> list:
     return [value]
 
 
-def _choice(key: str, value: str, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise UserError(f"{key}: {value!r} is not one of {', '.join(valid)}.{closest(value, valid)}")
+def _container(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
     return value
 
 
 def resolve_device(name: str) -> str:
     """``auto`` is CUDA when present, else CPU; asking for CUDA without one is a user error."""
-    if name not in DEVICES:
-        raise UserError(f"device: {name!r} is not one of {', '.join(DEVICES)}.")
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -80,8 +111,38 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def _model_kwargs(raw: Any, models: list[str]) -> dict[str, dict[str, Any]]:
+    """``model_kwargs`` for every model: one mapping for all, or a mapping per model name."""
+    raw = _container(raw)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise UserError(f"model_kwargs: {raw!r} is not a mapping, e.g. model_kwargs={{transform_input:false}}.")
+    per_model = bool(raw) and all(k in models and isinstance(v, Mapping) for k, v in raw.items())
+    if per_model:
+        return {str(k): dict(v) for k, v in raw.items()}
+    return {m: dict(raw) for m in models} if raw else {}
+
+
+def _method_settings(cfg: DictConfig, names: list[str]) -> tuple[list[Method], list[str]]:
+    """The chosen methods with their checked parameters. Every registered method's parameters are checked,
+    chosen or not, so a typo in a preset is caught the first time it is composed."""
+    classes = [registry.method_class(name) for name in names]  # unknown names first: the likelier mistake
+    parsed = {
+        name: parse_params(registry.method_class(name).Params, _container(cfg.get(name)), name)
+        for name in registry.names()
+    }
+    methods, warnings = [], []
+    for cls in classes:
+        params = parsed[cls.name]
+        warnings += [f"{cls.name}.{key} has no effect with {why}" for key, why in params.unused().items()]
+        methods.append(cls(params))
+    return methods, warnings
+
+
 def settings_from(cfg: DictConfig) -> Settings:
-    """Check names and values in ``cfg`` and return Settings; raise UserError with the closest valid names."""
+    """Check every name and value in ``cfg`` and return Settings; raise UserError on the first bad one."""
+    registry.load_plugins([str(p) for p in _as_list(cfg.get("plugins"))])
     known = available_models()
     models = [str(m) for m in _as_list(cfg.get("models"))]
     if not models:
@@ -89,43 +150,37 @@ def settings_from(cfg: DictConfig) -> Settings:
     for name in models:
         if name not in known:
             raise UserError(f"models: {name!r} is not a torchvision classification model.{closest(name, known)}")
-    methods = [str(m) for m in _as_list(cfg.get("methods"))]
-    if not methods:
-        raise UserError(f"methods: give at least one of {', '.join(METHODS)}.")
-    for name in methods:
-        if name not in METHODS:
-            raise UserError(f"methods: {name!r} is not a method. Valid: {', '.join(METHODS)}.{closest(name, METHODS)}")
-    params = {m: OmegaConf.to_container(cfg[m], resolve=True) if cfg.get(m) is not None else {} for m in METHODS}
-    for method in METHOD_RULES:
-        if method in methods:
-            try:
-                target_spec(params[method])
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"{method}: {exc}.") from None
-    images = [str(i) for i in _as_list(cfg.get("images"))]
+    method_names = [str(m) for m in _as_list(cfg.get("methods"))]
+    if not method_names:
+        raise UserError(f"methods: give at least one of {', '.join(registry.names())}.")
+    methods, warnings = _method_settings(cfg, list(dict.fromkeys(method_names)))
+    layers = _container(cfg.get("layers"))
+    if layers is None or layers == [] or layers == "":
+        raise UserError("layers: the list is empty; give all, first, last, dotted names, glob patterns or indices.")
+    scalars = {key: check_value(key, _container(cfg.get(key)), kind, meta) for key, (kind, meta) in SCALARS.items()}
+    render = _container(cfg.get("render")) or {}
+    font_px = check_value("render.font_px", render.get("font_px"), int, {"min": 6, "max": 64})
     weights = cfg.get("weights")
-    batch_size = int(cfg.get("batch_size", 4))
-    if batch_size < 1:
-        raise UserError(f"batch_size: must be at least 1, got {batch_size}.")
+    models = list(dict.fromkeys(models))
     return Settings(
-        models=list(dict.fromkeys(models)),
+        models=models,
         weights="none" if weights is None else str(weights),
-        seed=int(cfg.get("seed", 0)),
-        layers=OmegaConf.to_container(cfg.layers)
-        if isinstance(cfg.get("layers"), ListConfig)
-        else cfg.get("layers", "all"),
-        images=images,
-        methods=list(dict.fromkeys(methods)),
-        params=params,
-        save_raw=bool(cfg.get("save_raw", False)),
-        device=resolve_device(str(cfg.get("device", "auto"))),
-        batch_size=batch_size,
-        model_cache=int(cfg.get("model_cache", 4)),
-        predictions=bool(cfg.get("predictions", True)),
-        png_compression=int(cfg.get("png_compression", 1)),
-        render_workers=max(1, int(cfg.get("render_workers", 2))),
-        backward_strategy=_choice("backward_strategy", str(cfg.get("backward_strategy", "loop")), STRATEGIES),
-        render=OmegaConf.to_container(cfg.render, resolve=True) if cfg.get("render") is not None else {},
+        seed=scalars["seed"],
+        layers=layers,
+        images=[str(i) for i in _as_list(cfg.get("images"))],
+        methods=methods,
+        model_kwargs=_model_kwargs(cfg.get("model_kwargs"), models),
+        save_raw=scalars["save_raw"],
+        device=resolve_device(scalars["device"]),
+        batch_size=scalars["batch_size"],
+        model_cache=scalars["model_cache"],
+        predictions=scalars["predictions"],
+        png_compression=scalars["png_compression"],
+        render_workers=scalars["render_workers"],
+        backward_strategy=scalars["backward_strategy"],
+        font_px=font_px,
+        list_layers=scalars["list_layers"],
+        warnings=warnings,
     )
 
 

@@ -9,9 +9,9 @@ from pipeline.models.layers import ConvLayer, conv_layers
 from pipeline.models.registry import meta_skeleton, preprocessing
 
 
-def layer_table(model: str) -> list[tuple[ConvLayer, tuple[int, ...] | None]]:
+def layer_table(model: str, **kwargs) -> list[tuple[ConvLayer, tuple[int, ...] | None]]:
     """(layer, output shape [C, H, W]) for every conv layer, for one image at the model's input size."""
-    module = meta_skeleton(model).eval()
+    module = meta_skeleton(model, **kwargs).eval()
     size = preprocessing(model, module=module).crop_size[0]
     shapes: dict[str, tuple[int, ...]] = {}
     layers = conv_layers(module)
@@ -25,9 +25,9 @@ def layer_table(model: str) -> list[tuple[ConvLayer, tuple[int, ...] | None]]:
     return [(layer, shapes.get(layer.name)) for layer in layers]
 
 
-def format_table(model: str) -> str:
+def format_table(model: str, **kwargs) -> str:
     """A plain-text table: index, dotted name, conv description, output shape."""
-    rows = layer_table(model)
+    rows = layer_table(model, **kwargs)
     width = max(len(layer.name) for layer, _ in rows)
     lines = [f"{model}: {len(rows)} conv layers (index, name, layer, output C×H×W)"]
     for layer, shape in rows:

@@ -58,11 +58,13 @@ def exit_code() -> int:
 
 def _main(cfg: DictConfig) -> int:
     settings = settings_from(cfg)
-    if cfg.get("list_layers", False):
+    for warning in settings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if settings.list_layers:
         from pipeline.layers_table import format_table
 
         for model in settings.models:
-            print(format_table(model))
+            print(format_table(model, **settings.kwargs_for(model)))
         return 0
     plan = make_plan(settings)
     root = default_output_dir()
@@ -74,7 +76,7 @@ def _main(cfg: DictConfig) -> int:
         first = summary.failed[0]
         raise RunFailed(
             f"{len(summary.failed)} of {summary.planned} artefacts failed (see {root / 'manifest.jsonl'}); "
-            f"first: {first['model']} {first['method']} {first['layer']} {first['image']}: {first['error']}. {message}."
+            f"first: {first.model} {first.method} {first.layer} {first.image}: {first.error}. {message}."
         )
     log.info("%s", message)
     print(message)

@@ -1,19 +1,33 @@
 """The plan of jobs: models × layers × images × methods, checked in full before any real work starts.
 
 Layers are resolved on a meta-device copy of each architecture, so planning a sweep over huge models costs
-no memory and no weights; weights are only checked for availability here, never loaded.
+no memory and no weights; weights are only checked for availability here, never loaded. ``Plan.artefacts``
+is the one enumeration of what a run makes: the planned count and every failure record derive from it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Settings
+from pipeline.errors import UserError
 from pipeline.images import image_labels, resolve_images
-from pipeline.methods import METHOD_RULES
+from pipeline.methods.base import Method, ModelInfo, Scope
 from pipeline.models.layers import ConvLayer, conv_layers, select_layers
 from pipeline.models.registry import WeightsChoice, ensure_available, meta_skeleton, resolve_weights
+
+
+@dataclass(frozen=True)
+class ArtefactKey:
+    """One artefact: a model's method at a layer (None: per image) for an image (None: per layer)."""
+
+    model: str
+    method: str
+    layer: str | None
+    image: Path | None
 
 
 @dataclass
@@ -23,38 +37,56 @@ class ModelPlan:
     name: str
     weights: WeightsChoice
     layers: list[ConvLayer]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    num_classes: int | None = None
+
+    def info(self) -> ModelInfo:
+        """What a method may check before any work (no class names, no preprocessing yet)."""
+        return ModelInfo(self.name, (), (), (), self.num_classes)
 
 
 @dataclass
 class Plan:
-    """Everything a run will produce, known up front (for the progress bar and the summary)."""
+    """Everything a run will produce, known up front (for the progress bar, the summary and failure records)."""
 
     models: list[ModelPlan]
     images: list[Path]
     labels: dict[Path, str]
-    methods: list[str]
+    methods: list[Method]
 
-    def per_image_methods(self) -> list[str]:
-        return [m for m in self.methods if m != "filters"]
+    def image_methods(self) -> list[Method]:
+        """Methods that need images (everything but per-layer ones such as filters)."""
+        return [m for m in self.methods if m.scope is not Scope.LAYER]
 
-    def artefact_count(self, settings: Settings) -> int:
-        total = 0
-        for model in self.models:
-            per_layer = 0
-            for method in self.methods:
-                if method == "filters":
-                    total += len(model.layers)
-                elif method in METHOD_RULES and settings.target_spec(method).target == "class":
-                    total += len(self.images)
-                else:
-                    per_layer += 1
-            total += per_layer * len(model.layers) * len(self.images)
-        return total
+    def artefacts(self, model: ModelPlan | None = None, images: Iterable[Path] | None = None) -> Iterator[ArtefactKey]:
+        """Every planned artefact, in the order the engine makes them; optionally one model's, or some images'.
+
+        With ``images`` given, per-layer artefacts (which need no image) are left out."""
+        for mp in [model] if model is not None else self.models:
+            if images is None:
+                for method in self.methods:
+                    if method.scope is Scope.LAYER:
+                        yield from (ArtefactKey(mp.name, method.name, layer.name, None) for layer in mp.layers)
+            for image in self.images if images is None else images:
+                for method in self.image_methods():
+                    layers = [layer.name for layer in mp.layers] if method.scope is Scope.LAYER_IMAGE else [None]
+                    yield from (ArtefactKey(mp.name, method.name, layer, image) for layer in layers)
+
+    def count(self) -> int:
+        return sum(1 for _ in self.artefacts())
 
 
-def skeleton_layers(model: str) -> list[ConvLayer]:
+def skeleton_layers(model: str, **kwargs: Any) -> list[ConvLayer]:
     """A model's conv layers, read off a meta-device build (no memory, no weights)."""
-    return conv_layers(meta_skeleton(model))
+    return conv_layers(meta_skeleton(model, **kwargs))
+
+
+def _classes(model: str, choice: WeightsChoice, kwargs: dict[str, Any]) -> int:
+    """The number of logits: the weights' own class list, else the builder's ``num_classes`` (ImageNet's 1000)."""
+    meta = getattr(choice.enum, "meta", None) if choice.kind == "enum" else None
+    if meta and meta.get("categories"):
+        return len(meta["categories"])
+    return int(kwargs.get("num_classes", 1000))
 
 
 def make_plan(settings: Settings, check_weights: bool = True) -> Plan:
@@ -63,8 +95,19 @@ def make_plan(settings: Settings, check_weights: bool = True) -> Plan:
     models = []
     for name in settings.models:
         choice = resolve_weights(name, settings.weights, settings.seed)
-        layers = select_layers(skeleton_layers(name), settings.layers, name)
-        models.append(ModelPlan(name, choice, layers))
+        kwargs = settings.kwargs_for(name)
+        try:
+            skeleton = skeleton_layers(name, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"model_kwargs: {name} does not accept {kwargs} ({exc}).") from None
+        layers = select_layers(skeleton, settings.layers, name)
+        models.append(ModelPlan(name, choice, layers, kwargs, _classes(name, choice, kwargs)))
+    for model in models:
+        for method in settings.methods:
+            try:
+                method.check(model.info())
+            except ValueError as exc:
+                raise UserError(f"{method.name}: {exc}.") from None
     if check_weights:
         for model in models:
             ensure_available(model.name, model.weights)

@@ -15,6 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from PIL import Image
 
+from pipeline.config import register_configs
+
+register_configs()  # method parameter defaults, as run.py registers them before Hydra composes
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 OFFLINE = Path(__file__).parent / "offline"

@@ -29,3 +29,24 @@ def rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         pages = int(handle.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_methods(model, x, layer_names, methods: dict, strategy: str = "loop", info=None):
+    """Run methods (name -> parameter dict) on ``model`` for batch ``x`` through the engine's own shared pass;
+    return {(method, layer or None): [Output per image]}."""
+    from pipeline.engine.work import run_methods as engine_run
+    from pipeline.methods import method_class
+    from pipeline.methods.base import ModelInfo
+    from pipeline.methods.params import parse_params
+    from pipeline.models.layers import conv_layers
+
+    by_name = {layer.name: layer for layer in conv_layers(model)}
+    layers = [by_name[name] for name in dict.fromkeys(layer_names)]
+    chosen = [
+        method_class(name)(parse_params(method_class(name).Params, params, name)) for name, params in methods.items()
+    ]
+    info = info or ModelInfo("test", (), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None)
+    found: dict = {}
+    for method, output in engine_run(model, x, layers, chosen, info, strategy=strategy):
+        found.setdefault((method.name, output.layer), []).append(output)
+    return found

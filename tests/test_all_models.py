@@ -8,9 +8,10 @@ import gc
 import pytest
 import torch
 import torchvision
-from helpers import fingerprint
+from helpers import fingerprint, run_methods
 
-from pipeline.methods import TargetSpec, backprop, feature_maps, filters
+from pipeline.methods.feature_maps import feature_maps
+from pipeline.methods.filters import filters
 from pipeline.models import conv_layers, load_model, resolve_weights
 from pipeline.models.capture import run_capturing
 from pipeline.models.registry import available_models, clear_cache
@@ -53,21 +54,22 @@ def test_every_model_first_and_last_layer(name):
         assert torch.isfinite(maps.maps).all()
 
     # backprop: finite, non-zero input gradients; the "gradient" rule equals plain autograd exactly
-    spec = TargetSpec(top_k=2)
-    requests = {"gradient": spec, "guided_backprop": spec, "deconvnet": TargetSpec(target="class")}
-    results = list(backprop(model, x, [first.name, last.name], requests))
+    requests = {"gradient": {"top_k": 2}, "guided_backprop": {"top_k": 2}, "deconvnet": {"target": "class"}}
+    results = run_methods(model, x, [first.name, last.name], requests)
     assert len(results) == (2 if first.name == last.name else 4) + 1
-    for res in results:
-        (g,) = res.grads
-        assert g.shape[1:] == x.shape[1:], res
-        assert torch.isfinite(g).all(), (res.layer, res.method)
-        if res.layer is None and zero_head(model):
+    for (method, layer), (out,) in results.items():
+        g = torch.from_numpy(out.array)
+        assert g.shape[1:] == x.shape[1:], (method, layer)
+        assert torch.isfinite(g).all(), (layer, method)
+        if layer is None and zero_head(model):
             assert g.abs().sum() == 0  # ViTs start with a zero classifier: every logit is constant
         else:
-            assert g.abs().sum() > 0, (res.layer, res.method)
-    plain = _plain_gradient(model, x, last.name, results)
-    ours = next(r for r in results if r.layer == last.name and r.method == "gradient").grads[0][0]
-    torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-6 * float(plain.abs().max()) + 1e-12)
+            assert g.abs().sum() > 0, (layer, method)
+    (ours,) = results[("gradient", last.name)]
+    plain = _plain_gradient(model, x, last.name, ours.fields["targets"][0])
+    torch.testing.assert_close(
+        torch.from_numpy(ours.array[0]), plain, rtol=1e-4, atol=1e-6 * float(plain.abs().max()) + 1e-12
+    )
     assert fingerprint(model) == before
     del loaded, model, results
     clear_cache()
@@ -86,14 +88,13 @@ def zero_head(model: torch.nn.Module) -> bool:
     return bool(linears) and bool((linears[-1].weight == 0).all())
 
 
-def _plain_gradient(model, x, layer, results):
-    """Ordinary autograd of the first target unit of ``layer``, with a hook and no interception."""
-    target = next(r for r in results if r.layer == layer and r.method == "gradient").targets[0][0]
-    y, w = target.unit
+def _plain_gradient(model, x, layer, target):
+    """Ordinary autograd of a target unit of ``layer``, with a hook and no interception."""
+    y, w = target["unit"]
     store = {}
 
     def hook(module, inputs, output):  # clone now: an in-place ReLU may overwrite the output later
-        store.setdefault("value", output[0, target.channel, y, w].clone())
+        store.setdefault("value", output[0, target["channel"], y, w].clone())
 
     handle = dict(model.named_modules())[layer].register_forward_hook(hook)
     try:

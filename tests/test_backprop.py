@@ -3,13 +3,13 @@ independent classic implementation, no side effects, and flat hooks and memory o
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fingerprint, rss_mb
+from helpers import fingerprint, rss_mb, run_methods
 from torch import nn
 
-from pipeline.methods import Session, TargetSpec, backprop
 from pipeline.methods._rules import RuleBox, backward_rules
 
 # --- hand-computed expectations ----------------------------------------------------------------------------------
@@ -53,9 +53,10 @@ ACTIVATIONS = {
 }
 
 
-def grads_for(model, x, layer, method, spec=None):
-    (result,) = list(backprop(model, x, [layer], {method: spec or TargetSpec(top_k=1, objective="sum")}))
-    return result
+def grads_for(model, x, layer, method, params=None):
+    """The method's outputs (one per image) for ``layer``'s channel targets, via the engine's shared pass."""
+    found = run_methods(model, x, [layer], {method: params or {"top_k": 1, "objective": "sum"}})
+    return found[(method, layer)]
 
 
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
@@ -63,10 +64,10 @@ def grads_for(model, x, layer, method, spec=None):
 def test_hand_computed_rules(act, method):
     model = Functional(ACTIVATIONS[act]).eval()
     x = torch.tensor([-1.0, 2.0, 3.0]).view(1, 1, 1, 3)
-    result = grads_for(model, x, "conv_b", method)
-    assert result.targets[0][0].channel == 0
-    assert result.targets[0][0].value == pytest.approx(2 * 0 + 2 * 2 + 2 * 3 - 3 * 1)  # sum of conv_b = 7
-    assert result.grads[0][0, 0, 0].tolist() == HAND[method]
+    (out,) = grads_for(model, x, "conv_b", method)
+    assert out.fields["targets"][0]["channel"] == 0
+    assert out.fields["targets"][0]["value"] == pytest.approx(2 * 0 + 2 * 2 + 2 * 3 - 3 * 1)  # sum of conv_b = 7
+    assert out.array[0, 0, 0].tolist() == HAND[method]
 
 
 @pytest.mark.parametrize("act", ["nn.ReLU6", "F.relu6", "F.hardtanh(0,6)"])
@@ -74,18 +75,18 @@ def test_relu6_also_gates_above_six(act):
     """ReLU6 passes gradient only where 0 < f < 6: an input of 7 closes channel 0's gate."""
     model = Functional(ACTIVATIONS[act]).eval()
     x = torch.tensor([-1.0, 7.0, 3.0]).view(1, 1, 1, 3)
-    assert grads_for(model, x, "conv_b", "gradient").grads[0][0, 0, 0].tolist() == [3.0, 0.0, 2.0]
-    assert grads_for(model, x, "conv_b", "guided_backprop").grads[0][0, 0, 0].tolist() == [0.0, 0.0, 2.0]
-    assert grads_for(model, x, "conv_b", "deconvnet").grads[0][0, 0, 0].tolist() == [2.0, 2.0, 2.0]
+    assert grads_for(model, x, "conv_b", "gradient")[0].array[0, 0, 0].tolist() == [3.0, 0.0, 2.0]
+    assert grads_for(model, x, "conv_b", "guided_backprop")[0].array[0, 0, 0].tolist() == [0.0, 0.0, 2.0]
+    assert grads_for(model, x, "conv_b", "deconvnet")[0].array[0, 0, 0].tolist() == [2.0, 2.0, 2.0]
 
 
 def test_max_objective_backpropagates_the_single_most_active_unit():
     model = Functional(nn.ReLU()).eval()
     x = torch.tensor([-1.0, 2.0, 3.0]).view(1, 1, 1, 3)  # conv_b = [-3, 4, 6]: peak 6 at column 2
-    result = grads_for(model, x, "conv_b", "gradient", TargetSpec(top_k=1, objective="max"))
-    target = result.targets[0][0]
-    assert (target.unit, target.value) == ((0, 2), 6.0)
-    assert result.grads[0][0, 0, 0].tolist() == [0.0, 0.0, 2.0]
+    (out,) = grads_for(model, x, "conv_b", "gradient", {"top_k": 1, "objective": "max"})
+    target = out.fields["targets"][0]
+    assert (target["unit"], target["value"]) == ([0, 2], 6.0)
+    assert out.array[0, 0, 0].tolist() == [0.0, 0.0, 2.0]
 
 
 def test_without_relu_family_guided_backprop_is_the_plain_gradient():
@@ -94,13 +95,13 @@ def test_without_relu_family_guided_backprop_is_the_plain_gradient():
         nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.Tanh(), nn.Conv2d(6, 5, 3), nn.Sigmoid(), nn.Conv2d(5, 4, 3)
     ).eval()
     x = torch.randn(2, 3, 12, 12)
-    result = grads_for(model, x, "5", "guided_backprop", TargetSpec(top_k=3))
+    outs = grads_for(model, x, "5", "guided_backprop", {"top_k": 3})
     for i in range(2):
-        for j, target in enumerate(result.targets[i]):
+        for j, target in enumerate(outs[i].fields["targets"]):
             xx = x.clone().requires_grad_(True)
-            y, w = target.unit
-            (plain,) = torch.autograd.grad(model(xx)[i, target.channel, y, w], xx)
-            torch.testing.assert_close(result.grads[i][j], plain[i])
+            y, w = target["unit"]
+            (plain,) = torch.autograd.grad(model(xx)[i, target["channel"], y, w], xx)
+            torch.testing.assert_close(torch.from_numpy(outs[i].array[j]), plain[i])
             assert plain[1 - i].abs().sum() == 0  # images in a batch do not mix
 
 
@@ -176,7 +177,7 @@ def classic_reference(style, state, x, layer, rule, targets):
             )
             reference(xx)
             handle.remove()
-            (g,) = torch.autograd.grad(store["o"][i, t.channel, t.unit[0], t.unit[1]], xx)
+            (g,) = torch.autograd.grad(store["o"][i, t["channel"], t["unit"][0], t["unit"][1]], xx)
             grads.append(g[i])
         out.append(torch.stack(grads))
     return out
@@ -192,11 +193,11 @@ def test_quirks_match_classic_implementation(style, method, rule, layer):
     model = Quirky(style).eval()
     x = torch.randn(2, 3, 10, 10)
     before = fingerprint(model)
-    result = grads_for(model, x, layer, method, TargetSpec(top_k=4))
-    expected = classic_reference(style, model.state_dict(), x, layer, rule, result.targets)
+    outs = grads_for(model, x, layer, method, {"top_k": 4})
+    expected = classic_reference(style, model.state_dict(), x, layer, rule, [o.fields["targets"] for o in outs])
     for i in range(2):
-        torch.testing.assert_close(result.grads[i], expected[i], rtol=1e-5, atol=1e-6)
-        assert result.grads[i].abs().sum() > 0
+        torch.testing.assert_close(torch.from_numpy(outs[i].array), expected[i], rtol=1e-5, atol=1e-6)
+        assert abs(outs[i].array).sum() > 0
     assert fingerprint(model) == before
 
 
@@ -204,19 +205,13 @@ def test_loop_and_vmap_strategies_agree():
     torch.manual_seed(2)
     model = Quirky("densenet").eval()
     x = torch.randn(3, 3, 10, 10)
-    results = {}
-    for strategy in ("loop", "vmap"):
-        with Session(model, x, ["conv2", "head"], strategy=strategy) as session:
-            results[strategy] = [
-                session.gradients("guided_backprop", TargetSpec(top_k=5), "conv2"),
-                session.gradients("deconvnet", TargetSpec(top_k=2, objective="sum"), "head"),
-            ]
-    for loop, vmap in zip(results["loop"], results["vmap"], strict=True):
-        assert [[t.as_dict() for t in row] for row in loop.targets] == [
-            [t.as_dict() for t in row] for row in vmap.targets
-        ]
-        for a, b in zip(loop.grads, vmap.grads, strict=True):
-            torch.testing.assert_close(a, b)
+    methods = {"guided_backprop": {"top_k": 5}, "deconvnet": {"top_k": 2, "objective": "sum"}}
+    results = {s: run_methods(model, x, ["conv2", "head"], methods, strategy=s) for s in ("loop", "vmap")}
+    assert results["loop"].keys() == results["vmap"].keys() and len(results["loop"]) == 4
+    for key, loop in results["loop"].items():
+        for a, b in zip(loop, results["vmap"][key], strict=True):
+            assert a.fields["targets"] == b.fields["targets"]
+            np.testing.assert_allclose(a.array, b.array, rtol=1e-5, atol=1e-6)
 
 
 # --- no side effects, also when the forward raises; flat over many calls -------------------------------------------
@@ -235,7 +230,7 @@ def test_model_is_unchanged_when_the_forward_raises():
     model = Boom().eval()
     before = fingerprint(model)
     with pytest.raises(RuntimeError, match="boom"):
-        list(backprop(model, torch.randn(1, 3, 8, 8), ["head"], {"guided_backprop": TargetSpec()}))
+        run_methods(model, torch.randn(1, 3, 8, 8), ["head"], {"guided_backprop": {}})
     assert fingerprint(model) == before
     assert torch._C._len_torch_function_stack() == 0
     # and outside the block activations are ordinary again
@@ -256,11 +251,11 @@ def test_hundred_calls_leave_hooks_and_memory_flat():
     model = Quirky("resnet").eval()
     x = torch.randn(2, 3, 32, 32)
     before = fingerprint(model)
-    requests = {m: TargetSpec(top_k=4) for m in ("guided_backprop", "gradient", "deconvnet")}
+    requests = {m: {"top_k": 4} for m in ("guided_backprop", "gradient", "deconvnet")}
     rss = []
     for i in range(100):
-        for result in backprop(model, x, ["conv1", "head"], requests):
-            assert result.grads[0].shape == (4, 3, 32, 32)
+        for outputs in run_methods(model, x, ["conv1", "head"], requests).values():
+            assert outputs[0].array.shape == (4, 3, 32, 32)
         if i in (19, 99):
             rss.append(rss_mb())
     assert fingerprint(model) == before

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from pipeline.output.manifest import read_manifest
+from pipeline.output.manifest import read_lines as read_manifest
 
 TINY = ["models=[alexnet]", "weights=none", "layers=[first,last]", "feature_maps.top_k=8", "predictions=true"]
 ALL_METHODS = "methods=[filters,feature_maps,guided_backprop,gradient,deconvnet]"
@@ -83,6 +83,8 @@ def test_a_corrupt_image_fails_only_its_own_artefacts(tmp_path, photo_dir):
             "error: layers: 'features.1' is not a conv layer of alexnet",
         ),
         (["models=[alexnet]", "weights=none", "images=[nowhere/*.jpg]"], "error: images: 'nowhere/*.jpg'"),
+        (["png_compression=99"], "error: png_compression: 99 is above the maximum 9."),
+        (["feature_maps.top_k=abc"], "error: feature_maps.top_k: 'abc' is not an integer."),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, args, fragment):

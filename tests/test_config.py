@@ -30,7 +30,7 @@ def test_defaults_compose_to_the_documented_default_job(compose_cfg):
     assert settings.weights == "DEFAULT"
     assert settings.layers == "all"
     assert settings.images == ["samples"]
-    assert settings.methods == ["filters", "feature_maps", "guided_backprop", "gradient", "deconvnet"]
+    assert settings.method_names == ["filters", "feature_maps", "guided_backprop", "gradient", "deconvnet"]
     assert cfg.feature_maps.top_k == 64 and cfg.filters.max_filters == 64 and cfg.guided_backprop.top_k == 8
 
 
@@ -43,9 +43,9 @@ def test_every_group_option_composes(compose_cfg, group, option):
 def test_method_params_come_from_their_own_key(compose_cfg):
     cfg = compose_cfg(["guided_backprop.top_k=3", "guided_backprop.objective=sum", "feature_maps.channels=[1,2]"])
     settings = settings_from(cfg)
-    spec = settings.target_spec("guided_backprop")
-    assert (spec.top_k, spec.objective, spec.target) == (3, "sum", "channel")
-    assert settings.params["feature_maps"]["channels"] == [1, 2]
+    guided = settings.methods[settings.method_names.index("guided_backprop")].params
+    assert (guided.top_k, guided.objective, guided.target) == (3, "sum", "channel")
+    assert settings.methods[settings.method_names.index("feature_maps")].params.channels == (1, 2)
 
 
 @pytest.mark.parametrize(
@@ -55,9 +55,33 @@ def test_method_params_come_from_their_own_key(compose_cfg):
         ("methods=[guided_backprob]", "Closest valid: guided_backprop"),
         ("methods=[]", "methods: give at least one"),
         ("device=tpu", "device: 'tpu'"),
-        ("guided_backprop.objective=mean", "objective must be one of"),
-        ("guided_backprop.target=pixel", "target must be one of"),
-        ("batch_size=0", "batch_size"),
+        ("guided_backprop.objective=mean", "guided_backprop.objective: 'mean' is not one of max, sum."),
+        ("guided_backprop.target=pixel", "guided_backprop.target: 'pixel' is not one of channel, class."),
+        ("batch_size=0", "batch_size: 0 is below the minimum 1."),
+        ("filters.view=rbg", "filters.view: 'rbg' is not one of auto, rgb, channels, mean. Closest valid: rgb"),
+        ("feature_maps.rank_by=meen", "feature_maps.rank_by: 'meen' is not one of mean, max. Closest valid: mean"),
+        (
+            "feature_maps.cmap=virdis",
+            "feature_maps.cmap: 'virdis' is not a matplotlib colormap. Closest valid: viridis",
+        ),
+        ("png_compression=99", "png_compression: 99 is above the maximum 9."),
+        ("feature_maps.top_k=abc", "feature_maps.top_k: 'abc' is not an integer."),
+        ("feature_maps.top_k=-3", "feature_maps.top_k: -3 is below the minimum 0."),
+        ("feature_maps.top_k=2.5", "feature_maps.top_k: 2.5 is not an integer."),
+        ("feature_maps.normalize=tiles", "feature_maps.normalize: 'tiles' is not one of tile, grid."),
+        ("guided_backprop.display=postive", "guided_backprop.display: 'postive' is not one of signed, positive."),
+        ("gradient.percentile=0", "gradient.percentile: 0.0 must be greater than 0."),
+        ("deconvnet.channels=[1,x]", "deconvnet.channels[1]: 'x' is not an integer."),
+        ("filters.tile_px=4", "filters.tile_px: 4 is below the minimum 16."),
+        ("render_workers=0", "render_workers: 0 is below the minimum 1."),
+        ("model_cache=-1", "model_cache: -1 is below the minimum 0."),
+        ("save_raw=maybe", "save_raw: 'maybe' is not true or false."),
+        ("layers=[]", "layers: the list is empty"),
+        ("backward_strategy=fast", "backward_strategy: 'fast' is not one of loop, vmap."),
+        ("render.font_px=2", "render.font_px: 2 is below the minimum 6."),
+        ("+feature_maps.topk=3", "feature_maps.topk: not a parameter of feature_maps. Valid: tile_px, columns, top_k"),
+        ("model_kwargs=5", "model_kwargs: 5 is not a mapping"),
+        ("plugins=[no_such_module_xyz]", "plugins: cannot import 'no_such_module_xyz'"),
     ],
 )
 def test_bad_settings_name_the_bad_value(compose_cfg, override, fragment):
@@ -101,4 +125,52 @@ def test_plan_counts_every_artefact(compose_cfg, photo_dir):
     )
     plan = make_plan(settings_from(cfg), check_weights=False)
     # per model: 2 filter grids + 2 layers x 2 images x (feature_maps, guided) + 2 images x gradient(class)
-    assert plan.artefact_count(settings_from(cfg)) == 2 * (2 + 2 * 2 * 2 + 2)
+    assert plan.count() == 2 * (2 + 2 * 2 * 2 + 2)
+
+
+def test_a_parameter_without_effect_is_warned_about_in_one_line(compose_cfg):
+    settings = settings_from(
+        compose_cfg(["guided_backprop.class_index=3", "feature_maps.channels=[1,2]", "feature_maps.top_k=5"])
+    )
+    assert settings.warnings == [
+        "feature_maps.top_k has no effect with explicit channels",
+        "guided_backprop.class_index has no effect with target=channel",
+    ]
+    assert settings_from(compose_cfg(["guided_backprop.target=class", "guided_backprop.class_index=3"])).warnings == []
+
+
+@pytest.mark.parametrize(
+    "overrides,fragment",
+    [
+        (
+            ["models=[resnet18]", "methods=[gradient]", "gradient.target=class", "gradient.class_index=1000"],
+            "gradient: class_index 1000 is out of range for resnet18, which has 1000 classes.",
+        ),
+        (
+            [
+                "models=[resnet18]",
+                "model_kwargs={num_classes:10}",
+                "methods=[gradient]",
+                "gradient.target=class",
+                "gradient.class_index=10",
+            ],
+            "which has 10 classes",
+        ),
+        (["models=[resnet18]", "model_kwargs={transform_input:false}"], "model_kwargs: resnet18 does not accept"),
+        (["models=[efficientnet_lite0]", "model_kwargs={num_classes:10}"], "model_kwargs: efficientnet_lite0"),
+    ],
+)
+def test_plan_checks_that_need_the_model(compose_cfg, photo_dir, overrides, fragment):
+    settings = settings_from(compose_cfg(["weights=none", f"images=[{photo_dir}]", *overrides]))
+    with pytest.raises(UserError) as err:
+        make_plan(settings, check_weights=False)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_model_kwargs_apply_to_every_model_or_per_model(compose_cfg):
+    both = settings_from(compose_cfg(["models=[googlenet,inception_v3]", "model_kwargs={transform_input:false}"]))
+    assert both.kwargs_for("googlenet") == both.kwargs_for("inception_v3") == {"transform_input": False}
+    one = settings_from(
+        compose_cfg(["models=[googlenet,resnet18]", "model_kwargs={googlenet:{transform_input:false}}"])
+    )
+    assert one.kwargs_for("googlenet") == {"transform_input": False} and one.kwargs_for("resnet18") == {}

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pipeline import engine
+from pipeline.engine import sweep as engine
 from pipeline.models import load_model, resolve_weights
 from pipeline.plan import ModelPlan
 
@@ -21,7 +21,7 @@ def test_the_next_model_loads_while_the_current_one_is_worked_on(monkeypatch):
     started = {name: threading.Event() for name in ("a", "b", "c")}
     calls = []
 
-    def fake_load(name, choice, device, cache_size):
+    def fake_load(name, choice, device, cache_size, kwargs):
         calls.append((name, threading.current_thread() is threading.main_thread()))
         started[name].set()
         if name == "b":
@@ -32,7 +32,7 @@ def test_the_next_model_loads_while_the_current_one_is_worked_on(monkeypatch):
     settings = SimpleNamespace(device="cpu", model_cache=0)
     plans = [ModelPlan(n, None, []) for n in ("a", "b", "c")]
     seen = []
-    for mp, pending in engine._loaded_ahead(plans, settings):
+    for mp, pending in engine.loaded_ahead(plans, settings):
         # while this model is being worked on, the following one's load has already begun
         following = {"a": "b", "b": "c"}.get(mp.name)
         if following:
@@ -48,7 +48,7 @@ def test_the_next_model_loads_while_the_current_one_is_worked_on(monkeypatch):
 def test_a_model_loaded_ahead_equals_a_plain_seeded_load():
     plans = _plans("alexnet", "resnet18")
     settings = SimpleNamespace(device="cpu", model_cache=0)
-    loaded = {mp.name: pending.result() for mp, pending in engine._loaded_ahead(plans, settings)}
+    loaded = {mp.name: pending.result() for mp, pending in engine.loaded_ahead(plans, settings)}
     for name in ("alexnet", "resnet18"):
         plain = load_model(name, resolve_weights(name, "none", seed=0), cache_size=0)
         for (key, a), b in zip(
@@ -60,4 +60,4 @@ def test_a_model_loaded_ahead_equals_a_plain_seeded_load():
 @pytest.mark.parametrize("names", [(), ("alexnet",)])
 def test_short_sweeps(names):
     settings = SimpleNamespace(device="cpu", model_cache=0)
-    assert [mp.name for mp, _ in engine._loaded_ahead(_plans(*names), settings)] == list(names)
+    assert [mp.name for mp, _ in engine.loaded_ahead(_plans(*names), settings)] == list(names)

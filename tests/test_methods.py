@@ -9,9 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.methods import feature_maps, filters
+from pipeline.methods import base
+from pipeline.methods.feature_maps import feature_maps
+from pipeline.methods.filters import FiltersMethod, filters
+from pipeline.models.layers import conv_layers
 from pipeline.output.files import encode_png
-from pipeline.render.figures import feature_maps_figure, filters_figure, gradients_figure
+from pipeline.render.figures import draw
 from pipeline.render.grid import compose, shrink_values
 from pipeline.render.normalize import colorize, minmax, positive, signed
 
@@ -86,13 +89,17 @@ def test_grid_places_every_tile_with_room_for_labels_and_header():
     assert len(ys) == 40 * 40 and ys.max() - ys.min() == 39 and xs.max() - xs.min() == 39
 
 
-def test_figures_return_the_exact_array_they_show():
-    w = torch.randn(4, 3, 3, 3)
-    image, raw = filters_figure(filters(w), ["h"], {})
-    assert raw.dtype == np.float32 and np.array_equal(raw, w.numpy())
-    g = torch.randn(2, 3, 16, 16)
-    image, raw = gradients_figure(g, ["a", "b"], ["h"], {"tile_px": 32})
-    assert np.array_equal(raw, g.numpy()) and image.mode == "RGB"
+def test_outputs_hold_the_exact_array_they_show():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    (layer,) = conv_layers(torch.nn.Sequential(conv))
+    output = FiltersMethod().for_layer(layer, conv.weight)
+    assert output.array.dtype == np.float32 and np.array_equal(output.array, conv.weight.detach().numpy())
+    assert [t.label for t in output.picture.tiles] == ["#0", "#1", "#2", "#3"]
+    assert draw(output.picture, ["h"]).mode == "RGB"
+    g = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    picture = base.Picture([base.SignalTile(v, label) for v, label in zip(g, "ab", strict=True)], tile_px=32)
+    image = draw(picture, ["h"])
+    assert image.mode == "RGB" and image.width >= 2 * 32
 
 
 @pytest.mark.parametrize(
@@ -131,8 +138,8 @@ def test_feature_map_tiles_use_the_full_resolution_range():
     maps[0, 0, 0] = 4.0  # a single hot pixel: averaged away in the tile, but it sets the colour scale
     maps[0, 96:, :] = 1.0
     result = feature_maps(maps, top_k=1)
-    image, raw = feature_maps_figure(result, ["h"], {"cmap": "gray", "tile_px": 96})
-    assert np.array_equal(raw, maps.numpy())
+    assert torch.equal(result.maps, maps)
+    image = draw(base.Picture([base.MapTile(result.maps[0].numpy(), "m", "gray")], tile_px=96), ["h"])
     arr = np.asarray(image)
     bright = round(255 * 1.0 / 4.0)  # value 1 on a 0..4 scale
     per_row = (arr == bright).all(-1).sum(1)

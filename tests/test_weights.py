@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import run_methods
 
 from pipeline.errors import UserError
 from pipeline.images import load_image, sample_images
-from pipeline.methods import TargetSpec, backprop
 from pipeline.models import conv_layers, load_model, resolve_weights
 from pipeline.models.registry import cache_file, clear_cache, ensure_available
 
@@ -75,6 +75,36 @@ def test_checkpoints_that_need_pickle_or_do_not_fit_are_refused(tmp_path):
     torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), wrong)
     with pytest.raises(UserError, match="does not fit alexnet"):
         load_model("alexnet", resolve_weights("alexnet", str(wrong)))
+
+
+def test_googlenet_checkpoints_transform_their_input_unless_model_kwargs_say_otherwise(tmp_path):
+    torch.manual_seed(6)
+    path = tmp_path / "googlenet_mine.pth"
+    torch.save(torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).state_dict(), path)
+    choice = resolve_weights("googlenet", str(path))
+    ported = load_model("googlenet", choice, cache_size=0)  # as torchvision's ImageNet port needs
+    own = load_model("googlenet", choice, cache_size=0, kwargs={"transform_input": False})
+    assert ported.module.transform_input is True and own.module.transform_input is False
+    assert own.kwargs == {"transform_input": False}
+    plain = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+    plain.load_state_dict(torch.load(path, weights_only=True))
+    x = torch.rand(1, 3, 64, 64)
+
+    def stem(model):  # the first conv's output: what the first feature maps show
+        seen = {}
+        handle = model.conv1.conv.register_forward_hook(lambda m, a, o: seen.__setitem__("o", o.clone()) or None)
+        with torch.no_grad():
+            model(x)
+        handle.remove()
+        return seen["o"]
+
+    assert not torch.allclose(stem(ported.module), stem(own.module))  # the setting reaches the forward
+    torch.testing.assert_close(stem(own.module), stem(plain))  # transform_input=False: the constructor's default
+
+
+def test_a_new_head_gets_no_imagenet_class_names(tmp_path):
+    loaded = load_model("resnet18", resolve_weights("resnet18", "none"), cache_size=0, kwargs={"num_classes": 10})
+    assert loaded.module.fc.out_features == 10 and loaded.categories == []
 
 
 def test_random_init_is_labelled_and_reproducible():
@@ -140,9 +170,9 @@ def test_lite0_stem_filters_are_visibly_trained(lite0):
 
 def test_lite0_guided_backprop_for_the_cat_concentrates_on_the_cat(lite0):
     x = lite0.transform(load_image(_photo("chelsea")))[None]
-    (result,) = list(backprop(lite0.module, x, [], {"guided_backprop": TargetSpec(target="class")}))
-    assert lite0.categories[result.targets[0][0].class_index] in {"Egyptian cat", "tiger cat", "tabby"}
-    energy = result.grads[0][0].pow(2).sum(0).numpy()  # [H, W]
+    ((out,),) = run_methods(lite0.module, x, [], {"guided_backprop": {"target": "class"}}).values()
+    assert lite0.categories[out.fields["targets"][0]["class_index"]] in {"Egyptian cat", "tiger cat", "tabby"}
+    energy = (out.array[0] ** 2).sum(0)  # [H, W]
     h, w = energy.shape
     centre = energy[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
     border = np.concatenate(
@@ -150,7 +180,7 @@ def test_lite0_guided_backprop_for_the_cat_concentrates_on_the_cat(lite0):
     )
     assert centre.mean() > 2 * border.mean(), (centre.mean(), border.mean())
     # and it is exactly the ReLU6 network's guided signal: only positive contributions survive
-    assert torch.isfinite(result.grads[0]).all()
+    assert np.isfinite(out.array).all()
 
 
 def test_lite0_has_the_documented_architecture(lite0):

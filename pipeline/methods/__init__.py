@@ -1,19 +1,29 @@
-"""The visualisation methods: small modules of pure tensor code (no file I/O, no Hydra)."""
+"""The visualisation methods: one small module of pure tensor code each (no file I/O, no Hydra).
 
-from pipeline.methods.backprop import ACTIVATION_POLICY, METHOD_RULES, Session, TargetSpec, backprop
-from pipeline.methods.feature_maps import FeatureMaps, feature_maps
-from pipeline.methods.filters import Filters, filters
+``base`` defines the interface, ``registry`` finds methods by name, ``params`` checks their parameters.
+The built-in methods register themselves when imported here (each class's ``order`` sets where it is
+listed); any other module dropped into this package is found too (``registry.discover``).
+"""
 
-METHODS = ("filters", "feature_maps", *METHOD_RULES)
+from pipeline.methods import backprop, feature_maps, filters  # noqa: F401 - registers the built-in methods
+from pipeline.methods._rules import ACTIVATION_POLICY
+from pipeline.methods.backprop import TargetSpec
+from pipeline.methods.base import Method, Needs, Output, Picture, Scope
+from pipeline.methods.feature_maps import FeatureMaps
+from pipeline.methods.filters import Filters
+from pipeline.methods.registry import method_class, names, register
+
 __all__ = [
     "ACTIVATION_POLICY",
-    "METHODS",
-    "METHOD_RULES",
     "FeatureMaps",
     "Filters",
-    "Session",
+    "Method",
+    "Needs",
+    "Output",
+    "Picture",
+    "Scope",
     "TargetSpec",
-    "backprop",
-    "feature_maps",
-    "filters",
+    "method_class",
+    "names",
+    "register",
 ]

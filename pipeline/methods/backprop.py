@@ -1,30 +1,24 @@
 """``gradient``, ``deconvnet`` and ``guided_backprop``: input-space signals for channel or class targets.
 
-One forward pass with gradients (truncated at the deepest requested layer unless a class target needs the
-logits) feeds every (layer, method): its targets are backpropagated for all images of the batch at once, with
-no further forward pass. Pure tensor code.
+The three differ only in the backward rule applied at ReLU-family activations (``_rules``). Each layer's
+targets are backpropagated through the engine's shared forward for all images of the batch at once; a
+class target is backpropagated from the logits once per image batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
-from torch import nn
 
-from pipeline.methods._rules import ACTIVATION_POLICY, RuleBox, backward_rules
-from pipeline.models.capture import run_capturing
+from pipeline.methods import base
+from pipeline.methods._rules import ACTIVATION_POLICY
+from pipeline.methods.params import changed
+from pipeline.methods.registry import register
 
-METHOD_RULES = {"gradient": "gradient", "deconvnet": "deconvnet", "guided_backprop": "guided"}
 TARGETS = ("channel", "class")
 OBJECTIVES = ("max", "sum")
-# How the k targets of a layer are backpropagated after the shared forward: ``loop`` runs k backward calls,
-# each batched over the images; ``vmap`` runs one ``is_grads_batched`` call. Measured on CPU, ``loop`` was as
-# fast on vgg16 and 2-25x faster on resnet18 and efficientnet_lite0 (vmap's batching rules for depthwise and
-# strided convolution backward are slow), so it is the default.
-STRATEGIES = ("loop", "vmap")
-__all__ = ["ACTIVATION_POLICY", "METHOD_RULES", "Session", "Target", "TargetSpec", "backprop", "channel_targets"]
 
 
 @dataclass(frozen=True)
@@ -65,21 +59,11 @@ class Target:
         }
 
 
-@dataclass
-class Gradients:
-    """Per image: its targets and the input gradients [targets, 3, H, W] they produced."""
-
-    layer: str | None  # None for class targets
-    method: str
-    targets: list[list[Target]] = field(default_factory=list)
-    grads: list[torch.Tensor] = field(default_factory=list)
-
-
 def channel_targets(activation: torch.Tensor, spec: TargetSpec) -> tuple[list[list[Target]], torch.Tensor]:
     """Targets for activation [N, C, H, W] and the matching batched grad_outputs [k, N, C, H, W].
 
-    Channels are the explicit list or each image's ``top_k`` by maximum activation; the objective is the
-    channel's single most active unit (``max``, as in Springenberg et al.) or its sum.
+    Channels are the explicit list or each image's ``top_k`` by maximum activation (0: all); the objective is
+    the channel's single most active unit (``max``, as in Springenberg et al.) or its sum.
     """
     act = activation.detach()
     n, c, h, w = act.shape
@@ -122,73 +106,123 @@ def class_targets(logits: torch.Tensor, spec: TargetSpec) -> tuple[list[list[Tar
     return [[Target(float(logits[i, cls]), class_index=cls)] for i, cls in enumerate(index)], grad_out
 
 
-class Session:
-    """One forward pass with gradients whose captured layers and logits serve any number of batched backwards.
+@dataclass(frozen=True)
+class Params(base.Params):
+    target: Literal["channel", "class"] = "channel"
+    top_k: int = field(default=8, metadata={"min": 0, "help": "channels per layer by max activation (0: all)"})
+    channels: tuple[int, ...] | None = None  # or an explicit list of channel indices
+    objective: Literal["max", "sum"] = "max"  # the channel's single most active unit, or its sum
+    class_index: int | None = field(default=None, metadata={"min": 0})  # target=class: null = top-1 prediction
+    display: Literal["signed", "positive"] = "signed"  # gray = 0, or the positive part only
+    percentile: float = field(default=99.5, metadata={"above": 0, "max": 100})  # per-tile clip of |signal|
+    tile_px: int = field(default=160, metadata={"min": 16, "max": 2048})
 
-    Use as a context manager; leaving it drops the graph. ``activations`` (graph attached) and ``logits``
-    (None when the forward stopped at the deepest layer) may also be read directly, e.g. for feature maps.
-    """
+    def unused(self) -> dict[str, str]:
+        if self.target == "class":
+            return changed(self, "target=class", "top_k", "channels", "objective")
+        moot = changed(self, "target=channel", "class_index")
+        return {**moot, **changed(self, "explicit channels", "top_k")} if self.channels else moot
 
-    def __init__(
-        self, model: nn.Module, x: torch.Tensor, layers: list[str], full: bool = False, strategy: str = "loop"
-    ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"backward strategy must be one of {STRATEGIES}, got {strategy!r}")
-        self.strategy = strategy
-        self.box = RuleBox()
-        self.x = x.detach().requires_grad_(True)
-        self.activations: dict[str, torch.Tensor] = {}
-        with torch.enable_grad(), backward_rules(self.box):
-            self.logits = run_capturing(model, self.x, list(dict.fromkeys(layers)), self.activations.__setitem__, full)
+    def spec(self) -> TargetSpec:
+        return TargetSpec(self.target, self.top_k, self.channels, self.objective, self.class_index)
 
-    def gradients(self, method: str, spec: TargetSpec, layer: str | None = None) -> Gradients:
-        """Input gradients of ``method`` for ``spec``'s targets at ``layer`` (or for the class logits)."""
-        if spec.target == "class":
-            if self.logits is None:
-                raise ValueError("class targets need a session opened with full=True")
-            output, layer = self.logits, None
-            targets, grad_out = class_targets(output, spec)
-        else:
-            output = self.activations[layer]
-            targets, grad_out = channel_targets(output, spec)
-        self.box.rule = METHOD_RULES[method]
-        if self.strategy == "vmap":
-            (grads,) = torch.autograd.grad(output, self.x, grad_out, retain_graph=True, is_grads_batched=True)
-        else:  # one backward per target rank, each batched over the images
-            grads = torch.stack([torch.autograd.grad(output, self.x, g, retain_graph=True)[0] for g in grad_out])
+
+class Backprop(base.Method):
+    """Input gradients under one backward rule, for each layer's top channels or for a class logit."""
+
+    rule: str = "gradient"
+    Params = Params
+
+    @property
+    def scope(self) -> base.Scope:
+        return base.Scope.IMAGE if self.params.target == "class" else base.Scope.LAYER_IMAGE
+
+    @property
+    def needs(self) -> base.Needs:
+        if self.params.target == "class":
+            return base.Needs(logits=True, gradients=True)
+        return base.Needs(activations=True, gradients=True)
+
+    def check(self, model: base.ModelInfo) -> None:
+        index, classes = self.params.class_index, model.num_classes
+        if self.params.target == "class" and index is not None and classes is not None and index >= classes:
+            raise ValueError(f"class_index {index} is out of range for {model.name}, which has {classes} classes")
+
+    def manifest_params(self) -> dict:
+        return {**super().manifest_params(), "activation_policy": ACTIVATION_POLICY}
+
+    def for_layer_batch(self, view: base.LayerView) -> list[base.Output]:
+        spec = self.params.spec()
+        targets, grad_out = channel_targets(view.activation, spec)
+        grads = view.input_grads(self.rule, view.activation, grad_out)
+        what = f"{len(targets[0])} channels by max activation, objective {spec.objective}"
+        return self._outputs(view, targets, grads, what, view.layer.name)
+
+    def for_batch(self, view: base.BatchView) -> list[base.Output]:
+        if view.logits is None:
+            raise ValueError("class targets need the logits")
+        spec = self.params.spec()
+        targets, grad_out = class_targets(view.logits, spec)
+        grads = view.input_grads(self.rule, view.logits, grad_out)
+        what = "top-1 class" if spec.class_index is None else f"class {spec.class_index}"
+        return self._outputs(view, targets, grads, what, None)
+
+    def _outputs(self, view, targets, grads: torch.Tensor, what: str, layer: str | None) -> list[base.Output]:
+        p = self.params
         per_image = grads.detach().transpose(0, 1).float().cpu()  # [N, k, 3, H, W]
-        return Gradients(layer=layer, method=method, targets=targets, grads=list(per_image))
+        header = f"{what}; display {p.display} p{p.percentile}"
+        outputs = []
+        for i, row in enumerate(targets):
+            found = [t.as_dict() for t in row]
+            for t in found:
+                if "class_index" in t and view.model.categories:
+                    t["class_name"] = view.model.categories[t["class_index"]]
+            labels = [
+                f"{t.get('class_name', t['class_index'])} · {t['value']:.3g}"
+                if "class_index" in t
+                else f"ch {t['channel']} · {t['value']:.3g}"
+                for t in found
+            ]
+            data = per_image[i].numpy()
+            tiles: list[base.Tile] = [base.ImageTile(view.sources[i], "input")]
+            tiles += [base.SignalTile(g, label, p.display, p.percentile) for g, label in zip(data, labels, strict=True)]
+            outputs.append(
+                base.Output(
+                    array=data,
+                    picture=base.Picture(tiles, header, p.tile_px, p.columns, where=None if layer else "class logit"),
+                    image=i,
+                    layer=layer,
+                    fields={"targets": found, "input_size": list(data.shape[-2:])},
+                )
+            )
+        return outputs
 
-    def release(self, layer: str) -> None:
-        """Forget a layer's activation once its backwards are done."""
-        self.activations.pop(layer, None)
 
-    def __enter__(self) -> Session:
-        return self
+@register
+class Gradient(Backprop):
+    """Plain backprop: R·1[f>0] at every ReLU."""
 
-    def __exit__(self, *exc) -> None:
-        self.activations.clear()
-        self.logits = None
+    name = "gradient"
+    order = 30
+    rule = "gradient"
+    description = "plain input gradients"
 
 
-def backprop(
-    model: nn.Module, x: torch.Tensor, layers: list[str], requests: dict[str, TargetSpec]
-) -> Iterator[Gradients]:
-    """Yield input gradients for every (layer, method) in ``requests`` (class targets once, with layer None).
+@register
+class Deconvnet(Backprop):
+    """Zeiler and Fergus's deconvnet rule: R·1[R>0] at every ReLU."""
 
-    ``requests`` maps method names (keys of METHOD_RULES) to their TargetSpec. The model is not modified.
-    """
-    unknown = set(requests) - set(METHOD_RULES)
-    if unknown:
-        raise ValueError(f"unknown backprop method(s): {sorted(unknown)}")
-    channel_methods = [m for m, spec in requests.items() if spec.target == "channel"]
-    names = list(dict.fromkeys(layers)) if channel_methods else []
-    full = any(spec.target == "class" for spec in requests.values())
-    with Session(model, x, names, full) as session:
-        for name in names:
-            for method in channel_methods:
-                yield session.gradients(method, requests[method], name)
-            session.release(name)
-        for method, spec in requests.items():
-            if spec.target == "class":
-                yield session.gradients(method, spec)
+    name = "deconvnet"
+    order = 40
+    rule = "deconvnet"
+    description = "deconvnet signals"
+
+
+@register
+class GuidedBackprop(Backprop):
+    """Springenberg et al.'s guided backpropagation: R·1[f>0]·1[R>0] at every ReLU."""
+
+    name = "guided_backprop"
+    order = 20
+    rule = "guided"
+    description = "guided backpropagation"

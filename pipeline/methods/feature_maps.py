@@ -1,12 +1,29 @@
-"""``feature_maps``: a layer's activations for one image, the most active channels first. Pure tensor code."""
+"""``feature_maps``: a layer's activations for each image, the most active channels first."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
+from pipeline.methods import base
+from pipeline.methods.params import changed
+from pipeline.methods.registry import register
+
 RANKINGS = ("mean", "max")
+
+
+@dataclass(frozen=True)
+class Params(base.Params):
+    top_k: int = field(default=64, metadata={"min": 0, "help": "channels shown, strongest first (0: all)"})
+    channels: tuple[int, ...] | None = None  # or an explicit list of channel indices, shown in that order
+    rank_by: Literal["mean", "max"] = "mean"  # spatial mean or max activation
+    normalize: Literal["tile", "grid"] = "tile"  # each map on its own scale, or one scale for the grid
+    cmap: str = field(default="viridis", metadata={"check": "colormap"})
+
+    def unused(self) -> dict[str, str]:
+        return changed(self, "explicit channels", "top_k", "rank_by") if self.channels else {}
 
 
 @dataclass
@@ -40,3 +57,41 @@ def feature_maps(
         index = torch.topk(scores, k, sorted=True).indices
     maps = act.index_select(0, index).float().cpu()
     return FeatureMaps(maps=maps, channels=index.tolist(), scores=scores[index].float().cpu().tolist())
+
+
+@register
+class FeatureMapsMethod(base.Method):
+    """One grid per (layer, image): the input, then the strongest channels through a colormap."""
+
+    name = "feature_maps"
+    order = 10
+    Params = Params
+    description = "a layer's activations for each image"
+
+    def for_layer_batch(self, view: base.LayerView) -> list[base.Output]:
+        p = self.params
+        outputs = []
+        for i in range(view.activation.shape[0]):
+            result = feature_maps(view.activation[i], p.top_k, p.channels, p.rank_by)
+            maps = result.maps.numpy()
+            grid = (float(maps.min()), float(maps.max())) if p.normalize == "grid" else (None, None)
+            tiles: list[base.Tile] = [base.ImageTile(view.sources[i], "input")]
+            tiles += [
+                base.MapTile(m, f"ch {c} · {s:.3g}", p.cmap, *grid)
+                for m, c, s in zip(maps, result.channels, result.scores, strict=True)
+            ]
+            header = f"top {len(result.channels)} of {view.activation.shape[1]} channels by {p.rank_by}"
+            outputs.append(
+                base.Output(
+                    array=maps,
+                    picture=base.Picture(tiles, header, p.tile_px, p.columns),
+                    image=i,
+                    layer=view.layer.name,
+                    fields={
+                        "channels": result.channels,
+                        "scores": result.scores,
+                        "shape": list(view.activation.shape[1:]),
+                    },
+                )
+            )
+        return outputs

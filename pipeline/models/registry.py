@@ -119,6 +119,7 @@ class LoadedModel:
     module: nn.Module
     transform: nn.Module
     categories: list[str] = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -126,8 +127,12 @@ class LoadedModel:
 
 
 def build_skeleton(model: str, **kwargs) -> nn.Module:
-    """The model's architecture with random parameters (call under ``torch.device('meta')`` to make it free)."""
+    """The model's architecture with random parameters (call under ``torch.device('meta')`` to make it free).
+
+    ``kwargs`` go to torchvision's constructor (``model_kwargs`` in the config)."""
     if model == LITE0:
+        if kwargs:
+            raise TypeError(f"{LITE0} is built by this project and takes no model_kwargs")
         return lite0.build()
     if model in _NO_AUX:
         kwargs.setdefault("aux_logits", False)
@@ -145,7 +150,7 @@ class _EmptyOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def meta_skeleton(model: str) -> nn.Module:
+def meta_skeleton(model: str, **kwargs) -> nn.Module:
     """The architecture on the meta device: no memory, no init cost, for planning and shape listings.
 
     RegNet computes its block widths with real tensors while building, so it is built with only its
@@ -153,10 +158,10 @@ def meta_skeleton(model: str) -> nn.Module:
     """
     try:
         with torch.device("meta"):
-            return build_skeleton(model)
+            return build_skeleton(model, **kwargs)
     except NotImplementedError:
         with _EmptyOnMeta():
-            return build_skeleton(model).to("meta")
+            return build_skeleton(model, **kwargs).to("meta")
 
 
 def _default_weights(model: str):
@@ -181,9 +186,17 @@ def preprocessing(model: str, choice: WeightsChoice | None = None, module: nn.Mo
     return transform
 
 
-def _categories(model: str) -> list[str]:
+def _categories(model: str, classes: int | None = None) -> list[str]:
+    """ImageNet's class names, when the model has ImageNet's classes (a new head gets none)."""
     ref = torchvision.models.EfficientNet_B0_Weights.DEFAULT if model == LITE0 else _default_weights(model)
-    return list(ref.meta.get("categories", []))
+    names = list(ref.meta.get("categories", []))
+    return names if classes is None or classes == len(names) else []
+
+
+def checkpoint_defaults(model: str) -> dict:
+    """Constructor arguments a local checkpoint gets unless ``model_kwargs`` says otherwise: googlenet and
+    inception_v3 take ``transform_input=True``, which torchvision's ImageNet ports of them need."""
+    return {"transform_input": True} if model in _NO_AUX else {}
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -199,20 +212,20 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in data.items()}
 
 
-def _build(model: str, choice: WeightsChoice) -> nn.Module:
+def _build(model: str, choice: WeightsChoice, kwargs: dict) -> nn.Module:
     if choice.kind == "random":
         torch.manual_seed(choice.seed)
-        return build_skeleton(model)
+        return build_skeleton(model, **kwargs)
     if choice.kind == "enum" and model == LITE0:
-        module = lite0.build()
+        module = build_skeleton(model, **kwargs)
         state = torch.load(lite0.packaged_checkpoint(), map_location="cpu", weights_only=True)
         module.load_state_dict(lite0.convert_state_dict(state, module), strict=False)
         return module
     if choice.kind == "enum":
-        kwargs = {"aux_logits": False} if model in _NO_AUX else {}
-        return get_model(model, weights=choice.enum, **kwargs)
+        extra = {"aux_logits": False} if model in _NO_AUX else {}
+        return get_model(model, weights=choice.enum, **{**extra, **kwargs})
     # A local checkpoint: torchvision or (for Lite0) lukemelas naming.
-    module = build_skeleton(model, transform_input=True) if model in _NO_AUX else build_skeleton(model)
+    module = build_skeleton(model, **{**checkpoint_defaults(model), **kwargs})
     state = _read_checkpoint(choice.path)
     if model == LITE0 and any(k.startswith("_") for k in state):
         state = lite0.convert_state_dict(state, module)
@@ -236,17 +249,26 @@ _LOCK = threading.RLock()
 
 
 def load_model(
-    model: str, choice: WeightsChoice, device: str | torch.device = "cpu", cache_size: int = 4
+    model: str,
+    choice: WeightsChoice,
+    device: str | torch.device = "cpu",
+    cache_size: int = 4,
+    kwargs: dict | None = None,
 ) -> LoadedModel:
-    """Load (or fetch from this process's cache) a model in eval mode with frozen parameters."""
-    key = (model, choice, str(device))
+    """Load (or fetch from this process's cache) a model in eval mode with frozen parameters.
+
+    ``kwargs`` go to torchvision's constructor; a value that conflicts with the weights (e.g. a
+    ``num_classes`` other than the weights' own) fails this model with torchvision's reason."""
+    kwargs = dict(kwargs or {})
+    key = (model, choice, str(device), repr(sorted(kwargs.items())))
     with _LOCK:  # one load at a time: a random init seeds the global generator, then draws from it
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
         ensure_available(model, choice)
-        module = _build(model, choice).eval().requires_grad_(False).to(device)
-        loaded = LoadedModel(model, choice, module, preprocessing(model, choice, module), _categories(model))
+        module = _build(model, choice, kwargs).eval().requires_grad_(False).to(device)
+        transform = preprocessing(model, choice, module)
+        loaded = LoadedModel(model, choice, module, transform, _categories(model, kwargs.get("num_classes")), kwargs)
         if cache_size > 0:
             _CACHE[key] = loaded
             while len(_CACHE) > cache_size:

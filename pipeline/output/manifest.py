@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-FIELDS = ("model", "weights", "layer", "method", "image", "png", "raw", "status", "error", "params")
+from pipeline.output.record import Record
 
 
 class Manifest:
@@ -19,18 +19,17 @@ class Manifest:
         self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._lock = threading.Lock()
         self.ok = 0
-        self.failed: list[dict] = []
+        self.failed: list[Record] = []
 
-    def write(self, record: dict) -> None:
-        missing = [f for f in FIELDS if f not in record]
-        if missing:
-            raise ValueError(f"manifest record lacks {missing}")
-        line = json.dumps(record, ensure_ascii=False, default=str)
+    def write(self, record: Record) -> None:
+        if record.status is None:
+            raise ValueError("a manifest record needs a status")
+        line = json.dumps(record.to_json(), ensure_ascii=False, default=str)
         with self._lock:
             self._handle.write(line + "\n")
             self._handle.flush()
             os.fsync(self._handle.fileno())
-            if record["status"] == "ok":
+            if record.ok:
                 self.ok += 1
             else:
                 self.failed.append(record)
@@ -46,12 +45,19 @@ class Manifest:
         self.close()
 
 
-def read_manifest(path: Path) -> list[dict]:
-    """All complete lines of a manifest (a torn last line from a killed process is skipped)."""
+def read_lines(path: Path) -> list[dict]:
+    """Every complete JSON object line of a manifest (a torn last line from a killed process is skipped)."""
     records = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
-            records.append(json.loads(line))
+            data = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(data, dict):
+            records.append(data)
     return records
+
+
+def read_manifest(path: Path) -> list[Record]:
+    """All complete records of a manifest."""
+    return [Record.from_json(data) for data in read_lines(path)]

@@ -17,6 +17,7 @@ from PIL import Image
 
 from pipeline.output.files import write_npy, write_png
 from pipeline.output.manifest import Manifest
+from pipeline.output.record import Record
 
 Figure = Callable[[], tuple[Image.Image, np.ndarray]]
 
@@ -38,7 +39,7 @@ class Writer:
         save_raw: bool = False,
         workers: int = 2,
         compress_level: int = 3,
-        on_done: Callable[[dict], None] | None = None,
+        on_done: Callable[[Record], None] | None = None,
     ) -> None:
         self.root = root
         self.manifest = manifest
@@ -48,7 +49,7 @@ class Writer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
         self._slots = threading.BoundedSemaphore(2 * workers + 2)  # bounds memory held by queued results
 
-    def submit(self, record: dict, relative_png: str, figure: Figure) -> None:
+    def submit(self, record: Record, relative_png: str, figure: Figure) -> None:
         """Queue one artefact: ``record`` holds its manifest fields except files and status."""
         self._slots.acquire()
         try:
@@ -57,11 +58,11 @@ class Writer:
             self._slots.release()
             raise
 
-    def fail(self, record: dict, error: str) -> None:
+    def fail(self, record: Record, error: str) -> None:
         """Record an artefact that could not be made (e.g. its image failed to load)."""
-        self._finish({**record, "png": None, "raw": None, "status": "failed", "error": error})
+        self._finish(record.failed(error))
 
-    def _produce(self, record: dict, relative_png: str, figure: Figure) -> None:
+    def _produce(self, record: Record, relative_png: str, figure: Figure) -> None:
         try:
             image, raw = figure()
             write_png(self.root / relative_png, image, self.compress_level)
@@ -69,14 +70,14 @@ class Writer:
             if self.save_raw:
                 raw_path = str(Path(relative_png).with_suffix(".npy"))
                 write_npy(self.root / raw_path, raw)
-            done = {**record, "png": relative_png, "raw": raw_path, "status": "ok", "error": None}
+            done = record.done(relative_png, raw_path)
         except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
-            done = {**record, "png": None, "raw": None, "status": "failed", "error": error_text(exc)}
+            done = record.failed(error_text(exc))
         finally:
             self._slots.release()
         self._finish(done)
 
-    def _finish(self, record: dict) -> None:
+    def _finish(self, record: Record) -> None:
         self.manifest.write(record)
         if self.on_done is not None:
             self.on_done(record)

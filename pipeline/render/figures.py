@@ -1,21 +1,17 @@
-"""One figure per artefact: method results to (picture, exact float32 array it shows)."""
+"""A method's Picture to pixels: each tile kind drawn by one small function, then laid out by ``grid.compose``."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.methods.feature_maps import FeatureMaps
-from pipeline.methods.filters import Filters
-from pipeline.render.grid import compose, shrink_values
+from pipeline.methods import base
+from pipeline.render.grid import compose, fit_size, shrink_values
 from pipeline.render.normalize import colorize, minmax, positive, signed, to_uint8
-
-FILTER_NORMALIZE = ("minmax", "signed")
-MAP_NORMALIZE = ("tile", "grid")
-GRAD_DISPLAY = ("signed", "positive")
 
 
 def _mosaic(slices: np.ndarray, cmap: str) -> np.ndarray:
@@ -30,20 +26,77 @@ def _mosaic(slices: np.ndarray, cmap: str) -> np.ndarray:
     return out.reshape(rows * (kh + gap), cols * (kw + gap), 3)[: rows * (kh + gap) - gap, : cols * (kw + gap) - gap]
 
 
-def filters_figure(result: Filters, header: list[str], params: dict) -> tuple[Image.Image, np.ndarray]:
-    """RGB filters as colour tiles; other layers as per-input-channel mosaics on a diverging colormap."""
-    data = result.data.numpy().astype(np.float32)
-    tiles = []
-    for w in data:
-        if result.view == "rgb":
-            rgb = np.transpose(w, (1, 2, 0))
-            shown = minmax(rgb) if params.get("normalize", "minmax") == "minmax" else signed(rgb)
-            tiles.append(to_uint8(shown))
-        else:
-            tiles.append(_mosaic(w, params.get("cmap", "RdBu_r")))
-    labels = [f"#{i}" for i in result.indices]
-    image = compose(tiles, labels, header, tile_px=params.get("tile_px", 64), columns=params.get("columns"))
-    return image, data
+def _image(tile: base.ImageTile, tile_px: int) -> np.ndarray:
+    return tile.rgb
+
+
+def _map(tile: base.MapTile, tile_px: int) -> np.ndarray:
+    # the colour scale comes from the full-resolution map; only the (smaller) tile is coloured
+    values = np.asarray(tile.values, dtype=np.float32)
+    lo = float(values.min()) if tile.lo is None else tile.lo
+    hi = float(values.max()) if tile.hi is None else tile.hi
+    return colorize(minmax(shrink_values(values, tile_px), lo, hi), tile.cmap)
+
+
+def _rgb(tile: base.RgbTile, tile_px: int) -> np.ndarray:
+    values = np.asarray(tile.values, dtype=np.float32)
+    return to_uint8(minmax(values) if tile.normalize == "minmax" else signed(values))
+
+
+def _mosaic_tile(tile: base.MosaicTile, tile_px: int) -> np.ndarray:
+    return _mosaic(np.asarray(tile.slices, dtype=np.float32), tile.cmap)
+
+
+def _signal(tile: base.SignalTile, tile_px: int) -> np.ndarray:
+    norm = signed if tile.display == "signed" else positive
+    return to_uint8(norm(np.transpose(np.asarray(tile.values, dtype=np.float32), (1, 2, 0)), tile.percentile))
+
+
+def upsample(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A 2-d map resized bilinearly (align_corners=False) to ``height`` × ``width``."""
+    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(t, (height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _overlay(tile: base.OverlayTile, tile_px: int) -> np.ndarray:
+    values = np.asarray(tile.values, dtype=np.float32)
+    lo = float(values.min()) if tile.lo is None else tile.lo
+    hi = float(values.max()) if tile.hi is None else tile.hi
+    width, height = fit_size(*tile.source.shape[:2], max(tile_px, 1))
+    source = np.asarray(Image.fromarray(tile.source).resize((width, height), Image.Resampling.BILINEAR))
+    heat = colorize(minmax(upsample(values, height, width), lo, hi), tile.cmap).astype(np.float32)
+    blended = (1 - tile.alpha) * source.astype(np.float32) + tile.alpha * heat
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+_DRAW: dict[type, Callable[..., np.ndarray]] = {
+    base.ImageTile: _image,
+    base.MapTile: _map,
+    base.RgbTile: _rgb,
+    base.MosaicTile: _mosaic_tile,
+    base.SignalTile: _signal,
+    base.OverlayTile: _overlay,
+}
+
+
+def tile_pixels(tile: base.Tile, tile_px: int) -> np.ndarray:
+    """One tile as uint8 RGB [H, W, 3] (before it is fitted to ``tile_px``)."""
+    return _DRAW[type(tile)](tile, tile_px)
+
+
+def header_lines(
+    model: str, method: str, where: str, weights: str, image: str | None = None, extra: str = ""
+) -> list[str]:
+    """The two header lines every picture carries: what it shows, and from which weights and image."""
+    second = f"weights: {weights}" + (f" · image: {image}" if image is not None else "")
+    return [f"{model} · {method} · {where}", second + (f" · {extra}" if extra else "")]
+
+
+def draw(picture: base.Picture, header: list[str], font_px: int = 12) -> Image.Image:
+    """The whole picture: every tile drawn, labelled and laid out under ``header``."""
+    tiles = [tile_pixels(t, picture.tile_px) for t in picture.tiles]
+    labels = [t.label for t in picture.tiles]
+    return compose(tiles, labels, header, tile_px=picture.tile_px, columns=picture.columns, font_px=font_px)
 
 
 def input_tile(image: torch.Tensor, mean, std) -> np.ndarray:
@@ -52,38 +105,3 @@ def input_tile(image: torch.Tensor, mean, std) -> np.ndarray:
     s = torch.tensor(std).view(3, 1, 1)
     rgb = (image.detach().float().cpu() * s + m).clamp(0, 1)
     return to_uint8(rgb.permute(1, 2, 0).numpy())
-
-
-def feature_maps_figure(
-    result: FeatureMaps, header: list[str], params: dict, source: np.ndarray | None = None
-) -> tuple[Image.Image, np.ndarray]:
-    """Activation maps through a colormap, each tile scaled alone (``tile``) or all on one scale (``grid``)."""
-    maps = result.maps.numpy().astype(np.float32)
-    cmap, tile_px = params.get("cmap", "viridis"), params.get("tile_px", 96)
-    if params.get("normalize", "tile") == "grid":
-        ranges = [(float(maps.min()), float(maps.max()))] * len(maps)
-    else:
-        ranges = [(float(m.min()), float(m.max())) for m in maps]
-    # each map's range comes from its full resolution; only the (smaller) tile is coloured
-    tiles = [
-        colorize(minmax(shrink_values(m, tile_px), lo, hi), cmap) for m, (lo, hi) in zip(maps, ranges, strict=True)
-    ]
-    labels = [f"ch {c} · {s:.3g}" for c, s in zip(result.channels, result.scores, strict=True)]
-    if source is not None:
-        tiles, labels = [source, *tiles], ["input", *labels]
-    image = compose(tiles, labels, header, tile_px=tile_px, columns=params.get("columns"))
-    return image, maps
-
-
-def gradients_figure(
-    grads: torch.Tensor, labels: list[str], header: list[str], params: dict, source: np.ndarray | None = None
-) -> tuple[Image.Image, np.ndarray]:
-    """Input gradients [k, 3, H, W] as RGB tiles: ``signed`` (gray = 0) or ``positive`` part, per-tile percentile."""
-    data = grads.numpy().astype(np.float32)
-    pct = float(params.get("percentile", 99.5))
-    norm = signed if params.get("display", "signed") == "signed" else positive
-    tiles = [to_uint8(norm(np.transpose(g, (1, 2, 0)), pct)) for g in data]
-    if source is not None:
-        tiles, labels = [source, *tiles], ["input", *labels]
-    image = compose(tiles, labels, header, tile_px=params.get("tile_px", 160), columns=params.get("columns"))
-    return image, data

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.report.index import NoManifestError, build_report
+from pipeline.report.index import build_report
+from pipeline.report.jobs import NoManifestError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.output.files import write_bytes
-from pipeline.report.index import JOB_STATUS, NoManifestError, build_report, scan
+from pipeline.report.index import build_report
+from pipeline.report.jobs import JOB_STATUS, NoManifestError, scan
 
 try:
     import fcntl

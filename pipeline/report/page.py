@@ -10,7 +10,8 @@ import html
 from collections import defaultdict
 from urllib.parse import quote
 
-from pipeline.report.index import Job
+from pipeline.output.record import Record
+from pipeline.report.jobs import Job
 
 CLASS_TARGET = "class logit"
 
@@ -82,34 +83,34 @@ def _short_labels(jobs: list[Job]) -> dict[str, str]:
     return labels
 
 
-def _dedupe(jobs: list[Job]) -> list[dict]:
+def _dedupe(jobs: list[Job]) -> list[Record]:
     """Every manifest line, the last one winning where a job wrote the same artefact twice (a rerun)."""
-    latest: dict[tuple, dict] = {}
+    latest: dict[tuple, Record] = {}
     for job in jobs:
         for r in job.records:
-            latest[(r.get("job"), r.get("model"), r.get("method"), r.get("layer"), r.get("image_label"))] = r
+            latest[(r.job, r.model, r.method, r.layer, r.image_label)] = r
     return list(latest.values())
 
 
-def _card(r: dict, job_label: str | None) -> str:
-    label = r.get("image_label") or ("filters" if r.get("method") == "filters" else "")
-    key = _key(r.get("model"), r.get("layer") or CLASS_TARGET, r.get("method"), label, r.get("job"), r.get("weights"))
-    lines = [f"<b>{esc(label)}</b>" if label else "", esc(r.get("weights"))]
+def _card(r: Record, job_label: str | None) -> str:
+    label = r.image_label or ("filters" if r.method == "filters" else "")
+    key = _key(r.model, r.layer or CLASS_TARGET, r.method, label, r.job, r.weights)
+    lines = [f"<b>{esc(label)}</b>" if label else "", esc(r.weights)]
     if job_label:
         lines.append(f'<span class="muted">job {esc(job_label)}</span>')
-    if r.get("status") != "ok" or not r.get("png"):
-        lines.append(f'<span class="err">failed: {esc(r.get("error"))}</span>')
+    if not r.ok or not r.png:
+        lines.append(f'<span class="err">failed: {esc(r.error)}</span>')
         body = "<br>".join(x for x in lines if x)
         return f'<figure class="card f failed" data-k="{key} failed"><figcaption>{body}</figcaption></figure>'
-    links = f'<a href="{href(r["png"])}">full size</a>'
-    if r.get("raw"):
-        links += f' · <a href="{href(r["raw"])}">raw .npy</a>'
+    links = f'<a href="{href(r.png)}">full size</a>'
+    if r.raw:
+        links += f' · <a href="{href(r.raw)}">raw .npy</a>'
     lines.append(links)
     body = "<br>".join(x for x in lines if x)
-    alt = esc(f"{r.get('model')} {r.get('method')} {r.get('layer') or CLASS_TARGET} {label}")
+    alt = esc(f"{r.model} {r.method} {r.layer or CLASS_TARGET} {label}")
     return (
-        f'<figure class="card f" data-k="{key}"><a href="{href(r["png"])}">'
-        f'<img loading="lazy" src="{href(r["png"])}" alt="{alt}" title="{esc(r.get("image") or label)}"></a>'
+        f'<figure class="card f" data-k="{key}"><a href="{href(r.png)}">'
+        f'<img loading="lazy" src="{href(r.png)}" alt="{alt}" title="{esc(r.image or label)}"></a>'
         f"<figcaption>{body}</figcaption></figure>"
     )
 
@@ -144,15 +145,15 @@ def _predictions(model: str, tables: list[tuple[Job, dict]], labels: dict[str, s
 
 def _layer_order(methods: dict) -> float:
     """Layers in the model's own conv order (manifest ``layer_index``); class-logit targets last."""
-    indices = [r.get("layer_index") for items in methods.values() for r in items]
+    indices = [r.layer_index for items in methods.values() for r in items]
     known = [i for i in indices if isinstance(i, int)]
     return min(known) if known else float("inf")
 
 
-def _models(records: list[dict], jobs: list[Job]) -> list[tuple[str, str]]:
+def _models(records: list[Record], jobs: list[Job]) -> list[tuple[str, str]]:
     grouped: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in records:
-        grouped[str(r.get("model"))][r.get("layer") or CLASS_TARGET][str(r.get("method"))].append(r)
+        grouped[str(r.model)][r.layer or CLASS_TARGET][str(r.method)].append(r)
     predictions: dict[str, list] = defaultdict(list)
     for job in jobs:
         for model, table in job.predictions.items():
@@ -171,7 +172,7 @@ def _models(records: list[dict], jobs: list[Job]) -> list[tuple[str, str]]:
         for layer, methods in sorted(layers.items(), key=lambda item: _layer_order(item[1])):
             parts.append(f'<section class="group layer"><h3>{esc(layer)}</h3>')
             for method, items in methods.items():
-                cards = "".join(_card(r, labels.get(r.get("job"))) for r in items)
+                cards = "".join(_card(r, labels.get(r.job)) for r in items)
                 parts.append(
                     f'<section class="group method"><h4>{esc(method)}</h4><div class="grid">{cards}</div></section>'
                 )
@@ -181,8 +182,8 @@ def _models(records: list[dict], jobs: list[Job]) -> list[tuple[str, str]]:
     return out
 
 
-def _failures(records: list[dict], jobs: list[Job]) -> str:
-    failed = [r for r in records if r.get("status") != "ok"]
+def _failures(records: list[Record], jobs: list[Job]) -> str:
+    failed = [r for r in records if not r.ok]
     failed_jobs = [job for job in jobs if job.state.upper() == "FAILED"]
     items = [
         f'<li class="f" data-k="{_key(job.rel, job.label, "failed job")}">job <b>{esc(job.label)}</b> failed: '
@@ -190,23 +191,19 @@ def _failures(records: list[dict], jobs: list[Job]) -> str:
         for job in failed_jobs
     ]
     for r in failed:
-        where = " · ".join(
-            esc(x) for x in (r.get("model"), r.get("layer") or CLASS_TARGET, r.get("method"), r.get("image_label")) if x
-        )
+        where = " · ".join(esc(x) for x in (r.model, r.layer or CLASS_TARGET, r.method, r.image_label) if x)
         key = _key(
-            r.get("model"),
-            r.get("layer") or CLASS_TARGET,
-            r.get("method"),
-            r.get("image_label"),
-            r.get("job"),
+            r.model,
+            r.layer or CLASS_TARGET,
+            r.method,
+            r.image_label,
+            r.job,
             "failed",
         )
-        context = [f"job {r.get('job')}" if r.get("job") not in (None, ".") else "", r.get("image") or ""]
+        context = [f"job {r.job}" if r.job not in (None, ".") else "", r.image or ""]
         context_text = ", ".join(x for x in context if x)
         muted = f' <span class="muted">({esc(context_text)})</span>' if context_text else ""
-        items.append(
-            f'<li class="f" data-k="{key}">{where}{muted}: <span class="err">{esc(r.get("error"))}</span></li>'
-        )
+        items.append(f'<li class="f" data-k="{key}">{where}{muted}: <span class="err">{esc(r.error)}</span></li>')
     title = f"Failures: {len(failed)} artefact(s), {len(failed_jobs)} job(s)"
     body = f"<ul>{''.join(items)}</ul>" if items else '<p class="muted">none</p>'
     return f'<section id="failures"><h2>{esc(title)}</h2>{body}</section>'
@@ -225,7 +222,7 @@ def _jobs(jobs: list[Job]) -> str:
             if job.config_text
             else '<span class="muted">no config recorded</span>'
         )
-        ok = sum(r.get("status") == "ok" for r in job.records)
+        ok = sum(r.ok for r in job.records)
         rows.append(
             f"<tr><td>{esc(job.label)}</td><td>{esc(job.state)}</td>"
             f"<td>{ok} ok, {len(job.records) - ok} failed, {esc(counts.get('planned', '?'))} planned</td>"
@@ -240,7 +237,7 @@ def _jobs(jobs: list[Job]) -> str:
 def render_page(title: str, jobs: list[Job]) -> str:
     """The whole report page for ``jobs`` (from pipeline.report.index.collect)."""
     records = _dedupe(jobs)
-    ok = sum(r.get("status") == "ok" for r in records)
+    ok = sum(r.ok for r in records)
     models = _models(records, jobs)
     nav = "".join(f'<a href="#m{i}">{esc(name)}</a>' for i, (name, _) in enumerate(models))
     return f"""<!doctype html>

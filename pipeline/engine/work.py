@@ -1,0 +1,126 @@
+"""The order of work for one model and one image batch, with no files: which pass to run, which method sees what.
+
+Methods are called through the interface of ``methods.base`` only; nothing here knows a method by name.
+Each method's outputs go to ``emit`` as soon as they exist; a method that raises goes to ``fail`` (its
+artefacts for this layer and batch), and the others carry on.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.engine.shared import Batch, GraphSession, at_layer, stream
+from pipeline.methods.base import Method, ModelInfo, Needs, Output, Scope
+from pipeline.models.layers import ConvLayer
+
+Emit = Callable[[Method, list[Output]], None]
+Fail = Callable[[Method, "str | None", BaseException], None]
+
+
+def needs_of(methods: list[Method]) -> Needs:
+    return functools.reduce(operator.or_, (m.needs for m in methods), Needs())
+
+
+@dataclass
+class BatchWork:
+    """One image batch of one model: the methods that see images, and where their results go."""
+
+    module: torch.nn.Module
+    layers: list[ConvLayer]
+    methods: list[Method]
+    emit: Emit
+    fail: Fail
+    want_logits: bool = False
+    strategy: str = "loop"
+
+    def run(self, batch: Batch) -> torch.Tensor | None:
+        """Run the one shared forward for ``batch`` and every method on it; return the logits (or None)."""
+        layer_methods = [m for m in self.methods if m.scope is Scope.LAYER_IMAGE]
+        image_methods = [m for m in self.methods if m.scope is Scope.IMAGE]
+        needs = needs_of(self.methods)
+        layers = self.layers if layer_methods else []
+        full = needs.logits or self.want_logits
+        if needs.gradients:
+            with GraphSession(self.module, batch.x, [layer.name for layer in layers], full, self.strategy) as session:
+                batch.logits, batch.session = session.logits, session
+                try:
+                    for layer in layers:
+                        self._layer(batch, layer, session.activations[layer.name], layer_methods)
+                        session.release(layer.name)
+                    self._image(batch, image_methods)
+                finally:
+                    batch.session = None
+            return batch.logits
+        batch.logits = stream(
+            self.module, batch.x, layers, lambda layer, out: self._layer(batch, layer, out, layer_methods), full
+        )
+        self._image(batch, image_methods)
+        return batch.logits
+
+    def _layer(self, batch: Batch, layer: ConvLayer, activation: torch.Tensor, methods: list[Method]) -> None:
+        view = at_layer(batch, layer, activation)
+        for method in methods:
+            self._call(method, layer.name, lambda m=method: m.for_layer_batch(view))
+
+    def _image(self, batch: Batch, methods: list[Method]) -> None:
+        for method in methods:
+            self._call(method, None, lambda m=method: m.for_batch(batch))
+
+    def _call(self, method: Method, layer: str | None, produce: Callable[[], list[Output]]) -> None:
+        try:
+            outputs = produce()
+        except Exception as exc:  # noqa: BLE001 - one method failing here fails only its own artefacts
+            self.fail(method, layer, exc)
+            return
+        self.emit(method, outputs)
+
+
+def layer_outputs(method: Method, module: torch.nn.Module, layers: list[ConvLayer], emit: Emit, fail: Fail) -> None:
+    """A per-layer method (scope LAYER, e.g. filters) over every layer's weight: no image, no forward pass."""
+    modules = dict(module.named_modules())
+    for layer in layers:
+        try:
+            output = method.for_layer(layer, modules[layer.name].weight)
+        except Exception as exc:  # noqa: BLE001
+            fail(method, layer.name, exc)
+            continue
+        emit(method, [output])
+
+
+def run_methods(
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    layers: list[ConvLayer],
+    methods: list[Method],
+    info: ModelInfo,
+    sources: list | None = None,
+    labels: list[str] | None = None,
+    strategy: str = "loop",
+) -> list[tuple[Method, Output]]:
+    """Every method on one batch ``x`` of ``module``, in memory: (method, output) pairs in the order made.
+
+    The same shared pass and order of work as a sweep, minus files; the first failure is raised."""
+    made: list[tuple[Method, Output]] = []
+
+    def fail(method: Method, layer: str | None, exc: BaseException) -> None:
+        raise exc
+
+    def emit(method: Method, outputs: list[Output]) -> None:
+        made.extend((method, output) for output in outputs)
+
+    for method in methods:
+        if method.scope is Scope.LAYER:
+            layer_outputs(method, module, layers, emit, fail)
+    image_methods = [m for m in methods if m.scope is not Scope.LAYER]
+    if image_methods:
+        n = x.shape[0]
+        blank = np.zeros((*x.shape[-2:], 3), dtype=np.uint8)
+        batch = Batch(info, x, sources or [blank] * n, labels or [str(i) for i in range(n)])
+        BatchWork(module, layers, image_methods, emit, fail, strategy=strategy).run(batch)
+    return made

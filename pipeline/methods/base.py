@@ -1,0 +1,230 @@
+"""The method interface: what a method declares, what it is handed from the shared pass, what it gives back.
+
+A method is one small module: a frozen ``Params`` dataclass (the only place its defaults live), a ``scope``
+(which artefacts it makes), ``needs`` (what the shared pass must provide) and pure tensor code that turns a
+view of the shared pass into ``Output``s. The engine owns the forward pass, the order of work and every file;
+``render/`` draws an Output's ``Picture``. A method never opens hooks, runs forwards or touches files.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from pipeline.models.layers import ConvLayer
+
+
+class Scope(enum.Enum):
+    """Which artefacts a method makes: one per layer, per (layer, image), or per image."""
+
+    LAYER = "layer"
+    LAYER_IMAGE = "layer_image"
+    IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method reads from the shared pass; the engine runs the cheapest pass that serves every method."""
+
+    weights: bool = False  # the layer's conv weight (no image)
+    activations: bool = False  # each requested layer's output, as the conv produced it
+    logits: bool = False  # the model's output (the forward runs to the end)
+    gradients: bool = False  # backward passes through the shared forward (it keeps its graph)
+
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(*(a or b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
+
+    def as_tuple(self) -> tuple[bool, bool, bool, bool]:
+        return (self.weights, self.activations, self.logits, self.gradients)
+
+
+# --- pictures: what a method shows, drawn by pipeline.render -------------------------------------------------------
+@dataclass(frozen=True)
+class ImageTile:
+    """An RGB picture shown as it is (uint8 [H, W, 3]), e.g. the input as the model saw it."""
+
+    rgb: np.ndarray
+    label: str
+
+
+@dataclass(frozen=True)
+class MapTile:
+    """A 2-d map through a colormap, stretched from ``lo`` to ``hi`` (the map's own range when None)."""
+
+    values: np.ndarray
+    label: str
+    cmap: str = "viridis"
+    lo: float | None = None
+    hi: float | None = None
+
+
+@dataclass(frozen=True)
+class RgbTile:
+    """Three channels [H, W, 3] as colour: ``minmax`` stretched, or ``signed`` with gray at zero."""
+
+    values: np.ndarray
+    label: str
+    normalize: str = "minmax"
+
+
+@dataclass(frozen=True)
+class MosaicTile:
+    """A filter's signed kernels [c, kh, kw] as a small mosaic on a diverging colormap (zero at its centre)."""
+
+    slices: np.ndarray
+    label: str
+    cmap: str = "RdBu_r"
+
+
+@dataclass(frozen=True)
+class SignalTile:
+    """An input-space signal [3, H, W]: ``signed`` (gray = 0) or its ``positive`` part, clipped at a percentile."""
+
+    values: np.ndarray
+    label: str
+    display: str = "signed"
+    percentile: float = 99.5
+
+
+@dataclass(frozen=True)
+class OverlayTile:
+    """A 2-d map upsampled to ``source`` (uint8 [H, W, 3]) and blended over it through a colormap."""
+
+    values: np.ndarray
+    source: np.ndarray
+    label: str
+    cmap: str = "jet"
+    alpha: float = 0.5
+    lo: float | None = None
+    hi: float | None = None
+
+
+Tile = ImageTile | MapTile | RgbTile | MosaicTile | SignalTile | OverlayTile
+
+
+@dataclass(frozen=True)
+class Picture:
+    """Tiles in a grid under a header; ``where`` replaces the header's "layer ..." part (e.g. "class logit")."""
+
+    tiles: Sequence[Tile]
+    header: str = ""
+    tile_px: int = 96
+    columns: int | None = None
+    where: str | None = None
+
+
+@dataclass
+class Output:
+    """One artefact's content: the exact array the picture shows, extra manifest fields, and the picture.
+
+    ``image`` is the index of the image in the batch (None for per-layer artefacts such as filters);
+    ``layer`` is None for per-image artefacts (class targets). ``params`` adds what was decided at run
+    time (e.g. the filter view ``auto`` resolved to) to the manifest's copy of the method's parameters.
+    """
+
+    array: np.ndarray
+    picture: Picture
+    image: int | None = None
+    layer: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+# --- what the shared pass hands a method ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model a pass runs: name, class names (may be empty), preprocessing mean and std."""
+
+    name: str
+    categories: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int | None = None
+
+
+class BatchView(Protocol):
+    """One forward pass over a batch of images, as the engine shares it with every method."""
+
+    model: ModelInfo
+    x: torch.Tensor  # [N, 3, H, W], preprocessed
+    sources: list[np.ndarray]  # each image as the model saw it, uint8 [H, W, 3]
+    labels: list[str]  # each image's short name
+    logits: torch.Tensor | None  # [N, classes] when some method needs them (or predictions are on)
+
+    def input_grads(self, rule: str, output: torch.Tensor, grad_outputs: torch.Tensor) -> torch.Tensor:
+        """Backward ``grad_outputs`` [k, *output.shape] from ``output`` to the input under a backward rule
+        (``gradient``, ``deconvnet`` or ``guided``): input-space signals [k, N, 3, H, W]."""
+        ...
+
+
+class LayerView(BatchView, Protocol):
+    """The shared pass seen at one requested layer."""
+
+    layer: ConvLayer
+    activation: torch.Tensor  # [N, C, H, W] as the conv produced it; with gradients, attached to the graph
+
+
+# --- the method base class ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Params:
+    """Base of every method's parameters: how its grid is laid out. Subclasses add their own fields."""
+
+    tile_px: int = field(default=96, metadata={"min": 16, "max": 2048, "help": "tile size in pixels"})
+    columns: int | None = field(default=None, metadata={"min": 1, "help": "tiles per row (null: square-ish)"})
+
+    def unused(self) -> dict[str, str]:
+        """Parameters set away from their default that have no effect, each with the setting that makes it moot."""
+        return {}
+
+
+class Method:
+    """Base class of a visualisation method. Subclasses set the class attributes and override one of the hooks.
+
+    - ``for_layer``: scope LAYER, called once per requested layer with its conv weight (``needs.weights``);
+    - ``for_layer_batch``: called once per requested layer and image batch with the shared pass's view;
+    - ``for_batch``: called once per image batch after every layer (scope IMAGE).
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+    description: ClassVar[str] = ""
+    order: ClassVar[int] = 100  # where the method is listed (and run) among the others
+
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @property
+    def scope(self) -> Scope:
+        return Scope.LAYER_IMAGE
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(activations=True)
+
+    def image_stem(self) -> str:
+        """The file-name stem of a per-image artefact (``<stem>__<image>.png``)."""
+        return "class"
+
+    def check(self, model: ModelInfo) -> None:
+        """Raise ValueError when the parameters cannot work for ``model`` (known before any work)."""
+
+    def manifest_params(self) -> dict[str, Any]:
+        """The parameters as recorded in each manifest line."""
+        from dataclasses import asdict
+
+        return asdict(self.params)
+
+    def for_layer(self, layer: ConvLayer, weight: torch.Tensor) -> Output:
+        raise NotImplementedError
+
+    def for_layer_batch(self, view: LayerView) -> list[Output]:
+        raise NotImplementedError
+
+    def for_batch(self, view: BatchView) -> list[Output]:
+        raise NotImplementedError
