@@ -1,10 +1,12 @@
-"""Every torchvision classification model (weights=none): filters, feature maps and all three backprop methods
-from its first and last conv layer and from its class logit, exact and side-effect free."""
+"""Every torchvision classification model (weights=none): filters, feature maps, the three backprop methods, the
+CAM family, Guided Grad-CAM and SmoothGrad at its first and last conv layer and its class logit, exact and
+side-effect free."""
 
 from __future__ import annotations
 
 import gc
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -70,8 +72,26 @@ def test_every_model_first_and_last_layer(name):
     torch.testing.assert_close(
         torch.from_numpy(ours.array[0]), plain, rtol=1e-4, atol=1e-6 * float(plain.abs().max()) + 1e-12
     )
+
+    # the CAM family, Guided Grad-CAM and SmoothGrad, all from one more shared pass
+    requests = {m: {"top_k": 2} for m in ("grad_cam", "grad_cam_pp", "layer_cam")}
+    requests["guided_grad_cam"] = {"top_k": 2, "noise_samples": 2}
+    requests["guided_backprop"] = {"top_k": 1, "noise_samples": 2}
+    found = run_methods(model, x, [first.name, last.name], requests)
+    for (method, layer), (out,) in found.items():
+        assert np.isfinite(out.array).all(), (method, layer)
+        if method in ("grad_cam", "grad_cam_pp", "layer_cam"):
+            assert out.array.shape[0] == 2 and (out.array >= 0).all(), (method, layer)
+        elif method == "guided_grad_cam":
+            assert out.array.shape == (2, *x.shape[1:]), layer
+    (cam,) = found[("grad_cam", last.name)]
+    a, g = _plain_activation_and_grad(model, x, last.name, cam.fields["targets"][0]["class_index"])
+    expected = torch.relu((g.mean(dim=(1, 2), keepdim=True) * a).sum(0))
+    torch.testing.assert_close(
+        torch.from_numpy(cam.array[0]), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()) + 1e-12
+    )
     assert fingerprint(model) == before
-    del loaded, model, results
+    del loaded, model, results, found
     clear_cache()
     gc.collect()
 
@@ -86,6 +106,26 @@ def input_size_for(name: str, loaded) -> int:
 def zero_head(model: torch.nn.Module) -> bool:
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     return bool(linears) and bool((linears[-1].weight == 0).all())
+
+
+def _plain_activation_and_grad(model, x, layer, cls):
+    """A layer's own output and ∂logit/∂output for image 0, with a hook and plain autograd (no interception).
+
+    The hook passes a clone on, so an in-place activation after the conv changes the clone, not A."""
+    store = {}
+
+    def hook(module, inputs, output):
+        store["a"] = output
+        return output.clone()
+
+    handle = dict(model.named_modules())[layer].register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model(x.clone().requires_grad_(True))
+            (g,) = torch.autograd.grad(logits[0, cls], store["a"])
+    finally:
+        handle.remove()
+    return store["a"][0].detach(), g[0]
 
 
 def _plain_gradient(model, x, layer, target):

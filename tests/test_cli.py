@@ -109,5 +109,13 @@ def test_the_default_job_runs_offline_on_real_weights_and_photos(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["predictions"]["efficientnet_lite0"]["grace_hopper"][0]["class_name"] == "academic gown"
     records = read_manifest(out / "manifest.jsonl")
-    assert {r["method"] for r in records} == {"filters", "feature_maps", "guided_backprop", "gradient", "deconvnet"}
+    assert {r["method"] for r in records} == {
+        "filters",
+        "feature_maps",
+        "guided_backprop",
+        "gradient",
+        "deconvnet",
+        "grad_cam",
+        "guided_grad_cam",
+    }
     assert all(r["random_weights"] is False for r in records)

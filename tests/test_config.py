@@ -30,7 +30,15 @@ def test_defaults_compose_to_the_documented_default_job(compose_cfg):
     assert settings.weights == "DEFAULT"
     assert settings.layers == "all"
     assert settings.images == ["samples"]
-    assert settings.method_names == ["filters", "feature_maps", "guided_backprop", "gradient", "deconvnet"]
+    assert settings.method_names == [
+        "filters",
+        "feature_maps",
+        "guided_backprop",
+        "gradient",
+        "deconvnet",
+        "grad_cam",
+        "guided_grad_cam",
+    ]
     assert cfg.feature_maps.top_k == 64 and cfg.filters.max_filters == 64 and cfg.guided_backprop.top_k == 8
 
 

@@ -10,6 +10,7 @@ Two kinds, picked from what the batch's methods need:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.methods._rules import RuleBox, backward_rules
-from pipeline.methods.base import ModelInfo
+from pipeline.methods._rules import PLAIN, RuleBox, backward_rules
+from pipeline.methods.base import ModelInfo, Noise
 from pipeline.models.capture import run_capturing
 from pipeline.models.layers import ConvLayer
 
@@ -39,7 +40,7 @@ class GraphSession:
     ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"backward strategy must be one of {STRATEGIES}, got {strategy!r}")
-        self.strategy = strategy
+        self.model, self.strategy = model, strategy
         self.box = RuleBox()
         self.x = x.detach().requires_grad_(True)
         self.activations: dict[str, torch.Tensor] = {}
@@ -54,6 +55,19 @@ class GraphSession:
             return grads.detach()
         return torch.stack([torch.autograd.grad(output, self.x, g, retain_graph=True)[0] for g in grad_outputs])
 
+    def layer_grads(self, grad_outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One backward of ``grad_outputs`` (shaped like the logits) under the plain gradient rule, returning the
+        gradient at every captured layer still held (zeros for a layer the logits do not depend on)."""
+        names = list(self.activations)
+        self.box.rule = PLAIN
+        found = torch.autograd.grad(
+            self.logits, [self.activations[n] for n in names], grad_outputs, retain_graph=True, allow_unused=True
+        )
+        return {
+            n: torch.zeros_like(self.activations[n]) if g is None else g.detach()
+            for n, g in zip(names, found, strict=True)
+        }
+
     def release(self, layer: str) -> None:
         """Forget a layer's activation once its methods are done."""
         self.activations.pop(layer, None)
@@ -66,9 +80,26 @@ class GraphSession:
         self.logits = None
 
 
+def one_hot(classes: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """grad_outputs [*classes.shape, C] selecting logit ``classes[..., i]`` of image i, for logits ``like`` [N, C]."""
+    out = torch.zeros((*classes.shape, like.shape[-1]), dtype=like.dtype, device=like.device)
+    return out.scatter_(-1, classes.to(like.device).unsqueeze(-1), 1.0)
+
+
+def noise_for(x: torch.Tensor, labels: list[str], seed: int, noise: Noise) -> torch.Tensor:
+    """SmoothGrad noise [samples, N, 3, H, W]: each image's own draws, seeded by ``seed`` and its label, so an
+    image gets the same noise in any batch and on any device; σ is ``noise.sigma`` × that image's value range."""
+    draws = []
+    for image, label in zip(x, labels, strict=True):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(label.encode()))
+        scale = noise.sigma * float(image.max() - image.min())
+        draws.append(torch.randn((noise.samples, *image.shape), generator=generator) * scale)
+    return torch.stack(draws, 1).to(x.device, x.dtype)
+
+
 @dataclass
 class Batch:
-    """The methods' view of one shared pass (``methods.base.BatchView``)."""
+    """The methods' view of one shared pass (``methods.base.BatchView``); backward results are cached per batch."""
 
     model: ModelInfo
     x: torch.Tensor
@@ -76,11 +107,56 @@ class Batch:
     labels: list[str]
     logits: torch.Tensor | None = None
     session: GraphSession | None = field(default=None, repr=False)
+    seed: int = 0
+    cache: dict = field(default_factory=dict, repr=False)
 
-    def input_grads(self, rule: str, output: torch.Tensor, grad_outputs: torch.Tensor) -> torch.Tensor:
+    def _session(self) -> GraphSession:
         if self.session is None:
             raise RuntimeError("this pass keeps no graph: the method must declare needs.gradients")
-        return self.session.input_grads(rule, output, grad_outputs)
+        return self.session
+
+    def input_grads(self, rule: str, output: torch.Tensor, grad_outputs: torch.Tensor) -> torch.Tensor:
+        return self._session().input_grads(rule, output, grad_outputs)
+
+    def class_input_grads(self, rule: str, classes: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
+        smooth = noise if noise is not None and noise.active else None
+        key = ("input", rule, tuple(map(tuple, classes.tolist())), smooth)
+        if key not in self.cache:
+            if self.logits is None:
+                raise RuntimeError("class targets need the logits: the method must declare needs.logits")
+            grad_outputs = one_hot(classes, self.logits)
+            if smooth is None:
+                self.cache[key] = self._session().input_grads(rule, self.logits, grad_outputs)
+            else:
+                self.cache[key] = self.smoothed(rule, None, grad_outputs, smooth)
+        return self.cache[key]
+
+    def class_layer_grads(self, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+        key = ("layers", tuple(classes.tolist()))
+        if key not in self.cache:
+            self.cache[key] = self._session().layer_grads(one_hot(classes, self.logits))
+        return self.cache[key]
+
+    def smoothed(self, rule: str, layer: str | None, grad_outputs: torch.Tensor, noise: Noise) -> torch.Tensor:
+        """The mean over ``noise.samples`` noisy copies of the input of the signal ``grad_outputs`` sends back
+        from ``layer`` (None: the logits) under ``rule``; each copy is one more forward, batched over the images."""
+        session = self._session()
+        total = None
+        for noisy in noise_for(self.x, self.labels, self.seed, noise):
+            names = [layer] if layer is not None else []
+            with GraphSession(session.model, self.x + noisy, names, layer is None, session.strategy) as copy:
+                output = copy.activations[layer] if layer is not None else copy.logits
+                grads = copy.input_grads(rule, output, grad_outputs)
+            total = grads if total is None else total + grads
+        return total / noise.samples
+
+    def release(self, layer: str) -> None:
+        """Drop what the pass holds for ``layer`` once every method is done with it."""
+        if self.session is not None:
+            self.session.release(layer)
+        for value in self.cache.values():
+            if isinstance(value, dict):
+                value.pop(layer, None)
 
 
 @dataclass
@@ -89,6 +165,11 @@ class Layer(Batch):
 
     layer: ConvLayer | None = None
     activation: torch.Tensor | None = None
+
+    def layer_input_grads(self, rule: str, grad_outputs: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
+        if noise is not None and noise.active:
+            return self.smoothed(rule, self.layer.name, grad_outputs, noise)
+        return self.input_grads(rule, self.activation, grad_outputs)
 
 
 def at_layer(batch: Batch, layer: ConvLayer, activation: torch.Tensor) -> Layer:

@@ -52,10 +52,11 @@ class BatchWork:
                 try:
                     for layer in layers:
                         self._layer(batch, layer, session.activations[layer.name], layer_methods)
-                        session.release(layer.name)
+                        batch.release(layer.name)
                     self._image(batch, image_methods)
                 finally:
                     batch.session = None
+                    batch.cache.clear()
             return batch.logits
         batch.logits = stream(
             self.module, batch.x, layers, lambda layer, out: self._layer(batch, layer, out, layer_methods), full

@@ -5,7 +5,15 @@ The built-in methods register themselves when imported here (each class's ``orde
 listed); any other module dropped into this package is found too (``registry.discover``).
 """
 
-from pipeline.methods import backprop, feature_maps, filters  # noqa: F401 - registers the built-in methods
+from pipeline.methods import (  # noqa: F401 - registers the built-in methods
+    backprop,
+    feature_maps,
+    filters,
+    grad_cam,
+    grad_cam_pp,
+    guided_grad_cam,
+    layer_cam,
+)
 from pipeline.methods._rules import ACTIVATION_POLICY
 from pipeline.methods.backprop import TargetSpec
 from pipeline.methods.base import Method, Needs, Output, Picture, Scope

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 RULES = ("gradient", "deconvnet", "guided")
+PLAIN = RULES[0]  # the ordinary derivative: what Grad-CAM's ∂y_c/∂A and plain autograd use
 ACTIVATION_POLICY = (
     "ReLU/ReLU6/hardtanh (modules and functional, in-place or not): exact Springenberg rules; "
     "SiLU/GELU/Hardswish: gradient R*phi'(f), deconvnet max(R,0), guided max(R*phi'(f),0); "

@@ -107,7 +107,7 @@ def class_targets(logits: torch.Tensor, spec: TargetSpec) -> tuple[list[list[Tar
 
 
 @dataclass(frozen=True)
-class Params(base.Params):
+class Params(base.SmoothingParams):
     target: Literal["channel", "class"] = "channel"
     top_k: int = field(default=8, metadata={"min": 0, "help": "channels per layer by max activation (0: all)"})
     channels: tuple[int, ...] | None = None  # or an explicit list of channel indices
@@ -118,9 +118,10 @@ class Params(base.Params):
     tile_px: int = field(default=160, metadata={"min": 16, "max": 2048})
 
     def unused(self) -> dict[str, str]:
+        moot = super().unused()
         if self.target == "class":
-            return changed(self, "target=class", "top_k", "channels", "objective")
-        moot = changed(self, "target=channel", "class_index")
+            return {**moot, **changed(self, "target=class", "top_k", "channels", "objective")}
+        moot.update(changed(self, "target=channel", "class_index"))
         return {**moot, **changed(self, "explicit channels", "top_k")} if self.channels else moot
 
     def spec(self) -> TargetSpec:
@@ -154,7 +155,7 @@ class Backprop(base.Method):
     def for_layer_batch(self, view: base.LayerView) -> list[base.Output]:
         spec = self.params.spec()
         targets, grad_out = channel_targets(view.activation, spec)
-        grads = view.input_grads(self.rule, view.activation, grad_out)
+        grads = view.layer_input_grads(self.rule, grad_out, self.params.noise())
         what = f"{len(targets[0])} channels by max activation, objective {spec.objective}"
         return self._outputs(view, targets, grads, what, view.layer.name)
 
@@ -163,14 +164,15 @@ class Backprop(base.Method):
             raise ValueError("class targets need the logits")
         spec = self.params.spec()
         targets, grad_out = class_targets(view.logits, spec)
-        grads = view.input_grads(self.rule, view.logits, grad_out)
+        classes = grad_out.argmax(-1)  # [1, N]: each image's target class
+        grads = view.class_input_grads(self.rule, classes, self.params.noise())
         what = "top-1 class" if spec.class_index is None else f"class {spec.class_index}"
         return self._outputs(view, targets, grads, what, None)
 
     def _outputs(self, view, targets, grads: torch.Tensor, what: str, layer: str | None) -> list[base.Output]:
         p = self.params
         per_image = grads.detach().transpose(0, 1).float().cpu()  # [N, k, 3, H, W]
-        header = f"{what}; display {p.display} p{p.percentile}"
+        header = f"{what}; display {p.display} p{p.percentile}{p.smoothing_text()}"
         outputs = []
         for i, row in enumerate(targets):
             found = [t.as_dict() for t in row]

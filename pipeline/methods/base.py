@@ -148,8 +148,26 @@ class ModelInfo:
     num_classes: int | None = None
 
 
+@dataclass(frozen=True)
+class Noise:
+    """SmoothGrad (Smilkov et al. 2017): average a signal over ``samples`` noisy copies of each image, the noise
+    Gaussian with σ = ``sigma`` × (max − min) of that image's input."""
+
+    samples: int = 0
+    sigma: float = 0.15
+
+    @property
+    def active(self) -> bool:
+        return self.samples > 0 and self.sigma > 0
+
+
 class BatchView(Protocol):
-    """One forward pass over a batch of images, as the engine shares it with every method."""
+    """One forward pass over a batch of images, as the engine shares it with every method.
+
+    Every backward a method asks for runs through this one forward's graph (for the ``noise`` of SmoothGrad,
+    through forwards of noisy copies the pass runs itself); results are cached, so methods asking for the
+    same gradients share one backward.
+    """
 
     model: ModelInfo
     x: torch.Tensor  # [N, 3, H, W], preprocessed
@@ -157,9 +175,14 @@ class BatchView(Protocol):
     labels: list[str]  # each image's short name
     logits: torch.Tensor | None  # [N, classes] when some method needs them (or predictions are on)
 
-    def input_grads(self, rule: str, output: torch.Tensor, grad_outputs: torch.Tensor) -> torch.Tensor:
-        """Backward ``grad_outputs`` [k, *output.shape] from ``output`` to the input under a backward rule
-        (``gradient``, ``deconvnet`` or ``guided``): input-space signals [k, N, 3, H, W]."""
+    def class_input_grads(self, rule: str, classes: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
+        """Input-space signals [k, N, 3, H, W] of the logits ``classes`` [k, N] (class of rank r for image i)
+        under a backward rule (``gradient``, ``deconvnet`` or ``guided``)."""
+        ...
+
+    def class_layer_grads(self, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """∂y_c/∂A for the logit ``classes`` [N] of each image, at every requested layer [N, C, h, w], from one
+        backward under the plain gradient rule."""
         ...
 
 
@@ -168,6 +191,11 @@ class LayerView(BatchView, Protocol):
 
     layer: ConvLayer
     activation: torch.Tensor  # [N, C, H, W] as the conv produced it; with gradients, attached to the graph
+
+    def layer_input_grads(self, rule: str, grad_outputs: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
+        """Backward ``grad_outputs`` [k, N, C, H, W] from this layer's output to the input under a backward rule:
+        input-space signals [k, N, 3, H, W]."""
+        ...
 
 
 # --- the method base class ---------------------------------------------------------------------------------------
@@ -181,6 +209,25 @@ class Params:
     def unused(self) -> dict[str, str]:
         """Parameters set away from their default that have no effect, each with the setting that makes it moot."""
         return {}
+
+
+@dataclass(frozen=True)
+class SmoothingParams(Params):
+    """SmoothGrad for methods whose signal lives in input space (see ``Noise``)."""
+
+    noise_samples: int = field(default=0, metadata={"min": 0, "max": 1000, "help": "noisy copies (0: off)"})
+    noise_sigma: float = field(default=0.15, metadata={"min": 0.0, "max": 1.0, "help": "σ / (max − min) of input"})
+
+    def noise(self) -> Noise:
+        return Noise(self.noise_samples, self.noise_sigma)
+
+    def smoothing_text(self) -> str:
+        """A header fragment naming the smoothing in use (empty when off)."""
+        noise = self.noise()
+        return f"; SmoothGrad {noise.samples} samples σ {noise.sigma}" if noise.active else ""
+
+    def unused(self) -> dict[str, str]:
+        return {"noise_sigma": "noise_samples=0"} if self.noise_samples == 0 and self.noise_sigma != 0.15 else {}
 
 
 class Method:

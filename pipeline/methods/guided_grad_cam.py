@@ -1,0 +1,76 @@
+"""``guided_grad_cam`` (Selvaraju et al. 2017): guided backprop from the class logit y_c to the input [3, H, W],
+multiplied by that class's Grad-CAM at the layer upsampled bilinearly (align_corners=False) to H×W. No
+normalisation. High-resolution like guided backprop, class-discriminative like Grad-CAM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.methods import _cam, base
+from pipeline.methods._rules import ACTIVATION_POLICY
+from pipeline.methods.grad_cam import grad_cam_map
+from pipeline.methods.registry import register
+
+
+@dataclass(frozen=True)
+class Params(base.SmoothingParams, _cam.ClassParams):
+    display: Literal["signed", "positive"] = "signed"  # gray = 0, or the positive part only
+    percentile: float = field(default=99.5, metadata={"above": 0, "max": 100})  # per-tile clip of |signal|
+    tile_px: int = field(default=160, metadata={"min": 16, "max": 2048})
+
+    def unused(self) -> dict[str, str]:
+        return {**_cam.ClassParams.unused(self), **base.SmoothingParams.unused(self)}
+
+
+@register
+class GuidedGradCam(_cam.CamMethod):
+    """Per (layer, image) and class: the guided-backprop signal of the class, masked by its Grad-CAM."""
+
+    name = "guided_grad_cam"
+    order = 80
+    Params = Params
+    description = "guided backprop × Grad-CAM"
+
+    def manifest_params(self) -> dict:
+        return {**super().manifest_params(), "activation_policy": ACTIVATION_POLICY}
+
+    def cam(self, activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return grad_cam_map(activation, grads)
+
+    def for_layer_batch(self, view: base.LayerView) -> list[base.Output]:
+        p = self.params
+        classes = _cam.class_choice(view.logits, p.top_k, p.class_index)  # [k, N]
+        cams = self.maps(view, classes)  # [k, N, h, w]
+        guided = view.class_input_grads("guided", classes, p.noise()).float()  # [k, N, 3, H, W]
+        k, n, _, height, width = guided.shape
+        up = F.interpolate(
+            cams.reshape(k * n, 1, *cams.shape[-2:]), (height, width), mode="bilinear", align_corners=False
+        )
+        signal = (guided * up.reshape(k, n, 1, height, width)).cpu()
+        targets = _cam.class_targets(view, classes)
+        h, w = cams.shape[-2:]
+        header = (
+            f"{_cam.what(p, k)}; Grad-CAM {h}×{w} upsampled bilinearly; display {p.display} p{p.percentile}"
+            f"{p.smoothing_text()}"
+        )
+        outputs = []
+        for i, row in enumerate(targets):
+            data = signal[:, i].numpy()
+            tiles: list[base.Tile] = [base.ImageTile(view.sources[i], "input")]
+            tiles += [
+                base.SignalTile(g, _cam.label(t), p.display, p.percentile) for g, t in zip(data, row, strict=True)
+            ]
+            outputs.append(
+                base.Output(
+                    array=data,
+                    picture=base.Picture(tiles, header, p.tile_px, p.columns),
+                    image=i,
+                    layer=view.layer.name,
+                    fields={"targets": row, "map_size": [h, w], "input_size": [height, width]},
+                )
+            )
+        return outputs
