@@ -77,7 +77,10 @@ def test_every_model_first_and_last_layer(name):
     requests = {m: {"top_k": 2} for m in ("grad_cam", "grad_cam_pp", "layer_cam")}
     requests["guided_grad_cam"] = {"top_k": 2, "noise_samples": 2}
     requests["guided_backprop"] = {"top_k": 1, "noise_samples": 2}
+    requests["overview"] = {"per_row": 2}
     found = run_methods(model, x, [first.name, last.name], requests)
+    (overview,) = found.pop(("overview", None))
+    assert overview.array.shape == (len({first.name, last.name}), 7) and np.isfinite(overview.array).all()
     for (method, layer), (out,) in found.items():
         assert np.isfinite(out.array).all(), (method, layer)
         if method in ("grad_cam", "grad_cam_pp", "layer_cam"):

@@ -117,5 +117,6 @@ def test_the_default_job_runs_offline_on_real_weights_and_photos(tmp_path):
         "deconvnet",
         "grad_cam",
         "guided_grad_cam",
+        "overview",
     }
     assert all(r["random_weights"] is False for r in records)

@@ -38,6 +38,7 @@ def test_defaults_compose_to_the_documented_default_job(compose_cfg):
         "deconvnet",
         "grad_cam",
         "guided_grad_cam",
+        "overview",
     ]
     assert cfg.feature_maps.top_k == 64 and cfg.filters.max_filters == 64 and cfg.guided_backprop.top_k == 8
 

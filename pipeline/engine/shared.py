@@ -108,6 +108,8 @@ class Batch:
     logits: torch.Tensor | None = None
     session: GraphSession | None = field(default=None, repr=False)
     seed: int = 0
+    layers: list[ConvLayer] = field(default_factory=list)
+    scratch: dict = field(default_factory=dict, repr=False)
     cache: dict = field(default_factory=dict, repr=False)
 
     def _session(self) -> GraphSession:
@@ -165,6 +167,7 @@ class Layer(Batch):
 
     layer: ConvLayer | None = None
     activation: torch.Tensor | None = None
+    outputs: dict = field(default_factory=dict, repr=False)
 
     def layer_input_grads(self, rule: str, grad_outputs: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
         if noise is not None and noise.active:

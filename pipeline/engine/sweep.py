@@ -31,6 +31,7 @@ from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
 from pipeline.output.writer import Writer, error_text
 from pipeline.plan import ArtefactKey, ModelPlan, Plan
+from pipeline.render.extras import file_bytes
 from pipeline.render.figures import draw, header_lines, input_tile
 
 log = logging.getLogger("pipeline.engine")
@@ -127,12 +128,19 @@ class ModelRun:
         font_px = self.settings.font_px
         for output in outputs:
             image = None if output.image is None else images[output.image]
-            self.done.add(ArtefactKey(self.mp.name, method.name, output.layer, image))
+            key = ArtefactKey(self.mp.name, method.name, output.layer, image)
+            if key in self.done:  # already recorded (e.g. failed while a per-image method gathered its layers)
+                continue
+            self.done.add(key)
             header = self.header(method, output, image)
             self.writer.submit(
                 self.record(method, output.layer, image, output),
                 self.png_path(method, output.layer, image),
-                lambda o=output, h=header: (draw(o.picture, h, font_px), o.array),
+                lambda o=output, h=header: (
+                    draw(o.picture, h, font_px),
+                    o.array,
+                    {name: file_bytes(item, font_px) for name, item in o.files.items()},
+                ),
             )
 
     def fail_keys(self, keys, error: str) -> None:
@@ -198,7 +206,7 @@ class ModelRun:
         info = model_info(loaded, self.mp)
         x = torch.stack(tensors).to(loaded.device)
         sources = [input_tile(t, info.mean, info.std) for t in tensors]
-        batch = Batch(info, x, sources, [self.plan.labels[i] for i in kept])
+        batch = Batch(info, x, sources, [self.plan.labels[i] for i in kept], seed=self.settings.seed)
         work = BatchWork(
             loaded.module,
             self.mp.layers,

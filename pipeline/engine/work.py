@@ -41,10 +41,12 @@ class BatchWork:
 
     def run(self, batch: Batch) -> torch.Tensor | None:
         """Run the one shared forward for ``batch`` and every method on it; return the logits (or None)."""
-        layer_methods = [m for m in self.methods if m.scope is Scope.LAYER_IMAGE]
-        image_methods = [m for m in self.methods if m.scope is Scope.IMAGE]
+        ordered = sorted(self.methods, key=lambda m: m.reads_outputs)  # readers of other outputs go last
+        layer_methods = [m for m in ordered if m.needs.activations]
+        image_methods = [m for m in ordered if m.scope is Scope.IMAGE]
         needs = needs_of(self.methods)
         layers = self.layers if layer_methods else []
+        batch.layers = list(layers)
         full = needs.logits or self.want_logits
         if needs.gradients:
             with GraphSession(self.module, batch.x, [layer.name for layer in layers], full, self.strategy) as session:
@@ -67,19 +69,21 @@ class BatchWork:
     def _layer(self, batch: Batch, layer: ConvLayer, activation: torch.Tensor, methods: list[Method]) -> None:
         view = at_layer(batch, layer, activation)
         for method in methods:
-            self._call(method, layer.name, lambda m=method: m.for_layer_batch(view))
+            view.outputs[method.name] = self._call(method, layer.name, lambda m=method: m.for_layer_batch(view))
 
     def _image(self, batch: Batch, methods: list[Method]) -> None:
         for method in methods:
             self._call(method, None, lambda m=method: m.for_batch(batch))
 
-    def _call(self, method: Method, layer: str | None, produce: Callable[[], list[Output]]) -> None:
+    def _call(self, method: Method, layer: str | None, produce: Callable[[], list[Output]]) -> list[Output]:
         try:
             outputs = produce()
         except Exception as exc:  # noqa: BLE001 - one method failing here fails only its own artefacts
-            self.fail(method, layer, exc)
-            return
+            # a per-image method that fails while gathering a layer fails its own (per-image) artefacts
+            self.fail(method, layer if method.scope is Scope.LAYER_IMAGE else None, exc)
+            return []
         self.emit(method, outputs)
+        return outputs
 
 
 def layer_outputs(method: Method, module: torch.nn.Module, layers: list[ConvLayer], emit: Emit, fail: Fail) -> None:
@@ -103,6 +107,7 @@ def run_methods(
     sources: list | None = None,
     labels: list[str] | None = None,
     strategy: str = "loop",
+    seed: int = 0,
 ) -> list[tuple[Method, Output]]:
     """Every method on one batch ``x`` of ``module``, in memory: (method, output) pairs in the order made.
 
@@ -122,6 +127,6 @@ def run_methods(
     if image_methods:
         n = x.shape[0]
         blank = np.zeros((*x.shape[-2:], 3), dtype=np.uint8)
-        batch = Batch(info, x, sources or [blank] * n, labels or [str(i) for i in range(n)])
+        batch = Batch(info, x, sources or [blank] * n, labels or [str(i) for i in range(n)], seed=seed)
         BatchWork(module, layers, image_methods, emit, fail, strategy=strategy).run(batch)
     return made

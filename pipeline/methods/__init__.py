@@ -13,6 +13,7 @@ from pipeline.methods import (  # noqa: F401 - registers the built-in methods
     grad_cam_pp,
     guided_grad_cam,
     layer_cam,
+    overview,
 )
 from pipeline.methods._rules import ACTIVATION_POLICY
 from pipeline.methods.backprop import TargetSpec

@@ -119,6 +119,42 @@ class Picture:
     where: str | None = None
 
 
+@dataclass(frozen=True)
+class Row:
+    """One row of a RowsPicture: a few lines of text on the left, then tiles at one common size."""
+
+    title: Sequence[str]
+    tiles: Sequence[Tile]
+
+
+@dataclass(frozen=True)
+class RowsPicture:
+    """A tall picture of labelled rows under a header (e.g. a model's layers from input to output)."""
+
+    rows: Sequence[Row]
+    header: str = ""
+    tile_px: int = 64
+    where: str | None = None
+
+
+@dataclass(frozen=True)
+class Animation:
+    """Frames (each a small Picture whose header is its caption) shown ``seconds`` apart, looping."""
+
+    frames: Sequence[Picture]
+    seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class DepthPlot:
+    """Statistics against depth: one panel per entry of ``panels`` (a title and its named series)."""
+
+    title: str
+    depth: Sequence[int]
+    panels: Sequence[tuple[str, dict[str, Sequence[float]]]]
+    log_panels: Sequence[str] = ()  # panel titles drawn on a log scale
+
+
 @dataclass
 class Output:
     """One artefact's content: the exact array the picture shows, extra manifest fields, and the picture.
@@ -126,14 +162,17 @@ class Output:
     ``image`` is the index of the image in the batch (None for per-layer artefacts such as filters);
     ``layer`` is None for per-image artefacts (class targets). ``params`` adds what was decided at run
     time (e.g. the filter view ``auto`` resolved to) to the manifest's copy of the method's parameters.
+    ``files`` are further pictures of the same artefact, each written beside the PNG and named in the
+    manifest under its key (e.g. ``{"gif": Animation(...), "stats": DepthPlot(...)}``).
     """
 
     array: np.ndarray
-    picture: Picture
+    picture: Picture | RowsPicture
     image: int | None = None
     layer: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Animation | DepthPlot] = field(default_factory=dict)
 
 
 # --- what the shared pass hands a method ---------------------------------------------------------------------------
@@ -174,6 +213,8 @@ class BatchView(Protocol):
     sources: list[np.ndarray]  # each image as the model saw it, uint8 [H, W, 3]
     labels: list[str]  # each image's short name
     logits: torch.Tensor | None  # [N, classes] when some method needs them (or predictions are on)
+    layers: list[ConvLayer]  # the requested layers, in model order
+    scratch: dict[str, Any]  # a method's own state across the layers of this batch, under its name
 
     def class_input_grads(self, rule: str, classes: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
         """Input-space signals [k, N, 3, H, W] of the logits ``classes`` [k, N] (class of rank r for image i)
@@ -191,6 +232,7 @@ class LayerView(BatchView, Protocol):
 
     layer: ConvLayer
     activation: torch.Tensor  # [N, C, H, W] as the conv produced it; with gradients, attached to the graph
+    outputs: dict[str, list[Output]]  # what the methods that ran before this one made at this layer
 
     def layer_input_grads(self, rule: str, grad_outputs: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
         """Backward ``grad_outputs`` [k, N, C, H, W] from this layer's output to the input under a backward rule:
@@ -234,7 +276,8 @@ class Method:
     """Base class of a visualisation method. Subclasses set the class attributes and override one of the hooks.
 
     - ``for_layer``: scope LAYER, called once per requested layer with its conv weight (``needs.weights``);
-    - ``for_layer_batch``: called once per requested layer and image batch with the shared pass's view;
+    - ``for_layer_batch``: called once per requested layer and image batch with the shared pass's view, for
+      every method whose ``needs.activations`` is set (a per-image method may gather what it needs there);
     - ``for_batch``: called once per image batch after every layer (scope IMAGE).
     """
 
@@ -242,6 +285,7 @@ class Method:
     Params: ClassVar[type[Params]] = Params
     description: ClassVar[str] = ""
     order: ClassVar[int] = 100  # where the method is listed (and run) among the others
+    reads_outputs: ClassVar[bool] = False  # True: runs after the others and reads their outputs at each layer
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()

@@ -21,9 +21,12 @@ class Params(base.Params):
     rank_by: Literal["mean", "max"] = "mean"  # spatial mean or max activation
     normalize: Literal["tile", "grid"] = "tile"  # each map on its own scale, or one scale for the grid
     cmap: str = field(default="viridis", metadata={"check": "colormap"})
+    display: Literal["map", "overlay"] = "map"  # the map alone, or upsampled and blended over the input
+    alpha: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})  # display=overlay: map opacity
 
     def unused(self) -> dict[str, str]:
-        return changed(self, "explicit channels", "top_k", "rank_by") if self.channels else {}
+        moot = changed(self, "display=map", "alpha") if self.display == "map" else {}
+        return {**moot, **changed(self, "explicit channels", "top_k", "rank_by")} if self.channels else moot
 
 
 @dataclass
@@ -76,11 +79,17 @@ class FeatureMapsMethod(base.Method):
             maps = result.maps.numpy()
             grid = (float(maps.min()), float(maps.max())) if p.normalize == "grid" else (None, None)
             tiles: list[base.Tile] = [base.ImageTile(view.sources[i], "input")]
-            tiles += [
-                base.MapTile(m, f"ch {c} · {s:.3g}", p.cmap, *grid)
-                for m, c, s in zip(maps, result.channels, result.scores, strict=True)
-            ]
+            labels = [f"ch {c} · {s:.3g}" for c, s in zip(result.channels, result.scores, strict=True)]
+            if p.display == "overlay":
+                tiles += [
+                    base.OverlayTile(m, view.sources[i], label, p.cmap, p.alpha, *grid)
+                    for m, label in zip(maps, labels, strict=True)
+                ]
+            else:
+                tiles += [base.MapTile(m, label, p.cmap, *grid) for m, label in zip(maps, labels, strict=True)]
             header = f"top {len(result.channels)} of {view.activation.shape[1]} channels by {p.rank_by}"
+            if p.display == "overlay":
+                header += f"; {maps.shape[-2]}×{maps.shape[-1]} maps upsampled over the input, α {p.alpha}"
             outputs.append(
                 base.Output(
                     array=maps,

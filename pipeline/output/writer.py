@@ -6,6 +6,7 @@ written the moment its files land, and a failure while rendering or writing is r
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import traceback
 from collections.abc import Callable
@@ -15,11 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.output.files import write_npy, write_png
+from pipeline.output.files import write_bytes, write_npy, write_png
 from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
 
-Figure = Callable[[], tuple[Image.Image, np.ndarray]]
+# A figure makes the picture, the exact array it shows, and further files of the same artefact
+# ({manifest key: (file suffix, bytes)}, e.g. {"gif": ("gif", b"GIF89a...")}).
+Figure = Callable[[], tuple[Image.Image, np.ndarray, dict[str, tuple[str, bytes]]]]
 
 
 def error_text(exc: BaseException) -> str:
@@ -64,7 +67,14 @@ class Writer:
 
     def _produce(self, record: Record, relative_png: str, figure: Figure) -> None:
         try:
-            image, raw = figure()
+            image, raw, files = figure()
+            stem = relative_png.removesuffix(".png")
+            extra = {}
+            for key, (suffix, data) in files.items():
+                write_bytes(self.root / f"{stem}.{suffix}", data)
+                extra[key] = f"{stem}.{suffix}"
+            if extra:
+                record = dataclasses.replace(record, extra={**record.extra, **extra})
             write_png(self.root / relative_png, image, self.compress_level)
             raw_path = None
             if self.save_raw:

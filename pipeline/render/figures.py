@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from pipeline.methods import base
-from pipeline.render.grid import compose, fit_size, shrink_values
+from pipeline.render.grid import compose, compose_rows, fit_size, shrink_values
 from pipeline.render.normalize import colorize, minmax, positive, signed, to_uint8
 
 
@@ -92,8 +92,14 @@ def header_lines(
     return [f"{model} · {method} · {where}", second + (f" · {extra}" if extra else "")]
 
 
-def draw(picture: base.Picture, header: list[str], font_px: int = 12) -> Image.Image:
-    """The whole picture: every tile drawn, labelled and laid out under ``header``."""
+def draw(picture: base.Picture | base.RowsPicture, header: list[str], font_px: int = 12) -> Image.Image:
+    """The whole picture: every tile drawn, labelled and laid out under ``header`` (a grid, or rows)."""
+    if isinstance(picture, base.RowsPicture):
+        rows = [
+            (list(row.title), [tile_pixels(t, picture.tile_px) for t in row.tiles], [t.label for t in row.tiles])
+            for row in picture.rows
+        ]
+        return compose_rows(rows, header, tile_px=picture.tile_px, font_px=font_px)
     tiles = [tile_pixels(t, picture.tile_px) for t in picture.tiles]
     labels = [t.label for t in picture.tiles]
     return compose(tiles, labels, header, tile_px=picture.tile_px, columns=picture.columns, font_px=font_px)

@@ -70,6 +70,7 @@ def compose(
     tile_px: int = 96,
     columns: int | None = None,
     font_px: int = 12,
+    min_width: int = 480,
 ) -> Image.Image:
     """Lay ``tiles`` (uint8 [H, W, 3]) out in a grid with a label under each and ``header`` lines on top."""
     if len(tiles) != len(labels):
@@ -79,7 +80,7 @@ def compose(
     rows = math.ceil(n / cols)
     pad, label_h = 6, font_px + 6
     cell_w, cell_h = tile_px + pad, tile_px + label_h + pad
-    width = max(cols * cell_w + pad, 480)
+    width = max(cols * cell_w + pad, min_width)
     head_font, label_font = font(font_px + 2), font(font_px)
     head_lines = [wrapped for line in header for wrapped in _wrap(line, width - 2 * pad, head_font)]
     head_h = pad + len(head_lines) * (font_px + 6) + pad
@@ -99,4 +100,47 @@ def compose(
             text = text[:-1]
         tx = x0 + c * cell_w + (tile_px - label_font.getlength(text)) / 2
         draw.text((tx, head_h + r * cell_h + tile_px + 2), text, fill=TEXT, font=label_font)
+    return canvas
+
+
+def compose_rows(
+    rows: list[tuple[list[str], list[np.ndarray], list[str]]],
+    header: list[str],
+    tile_px: int = 64,
+    font_px: int = 12,
+    title_px: int = 230,
+) -> Image.Image:
+    """A tall picture: under ``header``, one row per (title lines, tiles, tile labels), tiles at one common size.
+
+    The rows line up in columns, so a feature at the same place in every row can be followed down the page."""
+    pad, label_h, line_h = 6, font_px + 6, font_px + 4
+    columns = max((len(tiles) for _, tiles, _ in rows), default=1)
+    cell_w = tile_px + pad
+    row_h = max(tile_px + label_h, max((len(t) for t, _, _ in rows), default=1) * line_h) + pad
+    width = max(title_px + columns * cell_w + pad, 480)
+    head_font, text_font = font(font_px + 2), font(font_px)
+    head_lines = [wrapped for line in header for wrapped in _wrap(line, width - 2 * pad, head_font)]
+    head_h = pad + len(head_lines) * (font_px + 6) + pad
+    canvas = Image.new("RGB", (width, head_h + len(rows) * row_h + pad), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(head_lines):
+        draw.text((pad, pad + i * (font_px + 6)), line, fill=TEXT if i == 0 else MUTED, font=head_font)
+    for r, (title, tiles, labels) in enumerate(rows):
+        y0 = head_h + r * row_h
+        if r:
+            draw.line([(pad, y0 - pad // 2), (width - pad, y0 - pad // 2)], fill=(225, 225, 225))
+        for j, line in enumerate(title):
+            text = line
+            while text and text_font.getlength(text) > title_px - pad:
+                text = text[:-2] + "…" if len(text) > 2 else ""
+            draw.text((pad, y0 + j * line_h), text, fill=TEXT if j == 0 else MUTED, font=text_font)
+        for c, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
+            image = fit_tile(tile, tile_px)
+            x = title_px + c * cell_w + (tile_px - image.width) // 2
+            canvas.paste(image, (x, y0 + (tile_px - image.height) // 2))
+            text = label
+            while text and text_font.getlength(text) > tile_px + pad:
+                text = text[:-2] + "…" if len(text) > 2 else ""
+            tx = title_px + c * cell_w + (tile_px - text_font.getlength(text)) / 2
+            draw.text((tx, y0 + tile_px + 2), text, fill=TEXT, font=text_font)
     return canvas

@@ -44,7 +44,8 @@ def positive(x: np.ndarray, percentile: float = 99.5) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _lut(cmap: str) -> np.ndarray:
+def lut(cmap: str) -> np.ndarray:
+    """A colormap as 256 uint8 RGB rows (cached)."""
     try:
         colormap = matplotlib.colormaps[cmap]
     except KeyError:
@@ -55,7 +56,7 @@ def _lut(cmap: str) -> np.ndarray:
 def colorize(values: np.ndarray, cmap: str) -> np.ndarray:
     """Map [0, 1] values [H, W] to uint8 RGB [H, W, 3] through a matplotlib colormap."""
     index = np.clip(np.rint(values * 255), 0, 255).astype(np.uint8)
-    return np.take(_lut(cmap), index, axis=0)  # take, not fancy indexing: 3-4x faster on whole grids
+    return np.take(lut(cmap), index, axis=0)  # take, not fancy indexing: 3-4x faster on whole grids
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:
