@@ -20,6 +20,7 @@ from pipeline.errors import UserError, closest
 from pipeline.methods import registry
 from pipeline.methods.base import Method
 from pipeline.methods.params import check_value, parse_params
+from pipeline.models.custom import CustomModel, from_config
 from pipeline.models.registry import available_models
 
 METHOD_DEFAULTS = "method_defaults"
@@ -43,7 +44,7 @@ SCALARS: dict[str, tuple[Any, dict]] = {
 class Settings:
     """Everything the engine needs, checked: names exist, values have the right type and range."""
 
-    models: list[str]
+    models: list[str | CustomModel]  # torchvision names, or a user's models
     weights: str
     seed: int
     layers: Any
@@ -68,6 +69,14 @@ class Settings:
 
     def kwargs_for(self, model: str) -> dict[str, Any]:
         return self.model_kwargs.get(model, {})
+
+    @property
+    def model_names(self) -> list[str]:
+        return [model_name(m) for m in self.models]
+
+
+def model_name(model: str | CustomModel) -> str:
+    return model.name if isinstance(model, CustomModel) else model
 
 
 def register_configs() -> None:
@@ -140,16 +149,30 @@ def _method_settings(cfg: DictConfig, names: list[str]) -> tuple[list[Method], l
     return methods, warnings
 
 
-def settings_from(cfg: DictConfig) -> Settings:
-    """Check every name and value in ``cfg`` and return Settings; raise UserError on the first bad one."""
-    registry.load_plugins([str(p) for p in _as_list(cfg.get("plugins"))])
+def _models(raw: Any) -> list[str | CustomModel]:
+    """Torchvision names, and mappings with ``_target_`` (a user's model built by hydra.utils.instantiate)."""
     known = available_models()
-    models = [str(m) for m in _as_list(cfg.get("models"))]
-    if not models:
-        raise UserError("models: give at least one model name, e.g. models=[resnet18,alexnet].")
-    for name in models:
+    models: list[str | CustomModel] = []
+    for i, entry in enumerate(_as_list(raw)):
+        if isinstance(entry, (DictConfig, Mapping)):
+            models.append(from_config(_container(entry), f"models[{i}]"))
+            continue
+        name = str(entry)
         if name not in known:
             raise UserError(f"models: {name!r} is not a torchvision classification model.{closest(name, known)}")
+        models.append(name)
+    if not models:
+        raise UserError("models: give at least one model name, e.g. models=[resnet18,alexnet].")
+    unique = {model_name(m): m for m in reversed(models)}
+    return [unique[n] for n in dict.fromkeys(model_name(m) for m in models)]
+
+
+def settings_from(cfg: DictConfig, models: list[CustomModel] | None = None) -> Settings:
+    """Check every name and value in ``cfg`` and return Settings; raise UserError on the first bad one.
+
+    ``models`` replaces ``cfg.models`` (the Python API hands over modules, which no config can hold)."""
+    registry.load_plugins([str(p) for p in _as_list(cfg.get("plugins"))])
+    models = list(models) if models else _models(cfg.get("models"))
     method_names = [str(m) for m in _as_list(cfg.get("methods"))]
     if not method_names:
         raise UserError(f"methods: give at least one of {', '.join(registry.names())}.")
@@ -161,7 +184,6 @@ def settings_from(cfg: DictConfig) -> Settings:
     render = _container(cfg.get("render")) or {}
     font_px = check_value("render.font_px", render.get("font_px"), int, {"min": 6, "max": 64})
     weights = cfg.get("weights")
-    models = list(dict.fromkeys(models))
     return Settings(
         models=models,
         weights="none" if weights is None else str(weights),
@@ -169,7 +191,7 @@ def settings_from(cfg: DictConfig) -> Settings:
         layers=layers,
         images=[str(i) for i in _as_list(cfg.get("images"))],
         methods=methods,
-        model_kwargs=_model_kwargs(cfg.get("model_kwargs"), models),
+        model_kwargs=_model_kwargs(cfg.get("model_kwargs"), [m for m in models if isinstance(m, str)]),
         save_raw=scalars["save_raw"],
         device=resolve_device(scalars["device"]),
         batch_size=scalars["batch_size"],

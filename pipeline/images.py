@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from pipeline.errors import UserError
@@ -60,6 +62,28 @@ def resolve_images(spec) -> list[Path]:
     return unique
 
 
+@dataclass(frozen=True, eq=False)
+class InMemoryImage:
+    """An image handed over in Python: a PIL image (preprocessed by the model's transform), or a tensor
+    [3, H, W] already preprocessed. Compared by identity, named by ``label``."""
+
+    label: str
+    picture: Image.Image | None = None
+    tensor: torch.Tensor | None = None
+
+    def __str__(self) -> str:
+        return f"<in memory: {self.label}>"
+
+
+def prepare(image: Path | InMemoryImage, transform) -> torch.Tensor:
+    """The model's input [3, H, W] for one image: read and transformed, or taken as it is when preprocessed."""
+    if isinstance(image, InMemoryImage):
+        if image.tensor is not None:
+            return image.tensor
+        return transform(image.picture.convert("RGB"))
+    return transform(load_image(image))
+
+
 def load_image(path: Path) -> Image.Image:
     """Decode a photo fully into RGB; raises on unreadable or truncated files."""
     with Image.open(path) as image:
@@ -67,12 +91,15 @@ def load_image(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def image_labels(paths: list[Path]) -> dict[Path, str]:
+def image_labels(paths: list[Path | InMemoryImage]) -> dict[Path | InMemoryImage, str]:
     """Short unique file-name-safe names for images (stem, with the parent folder added where stems collide)."""
-    labels: dict[Path, str] = {}
-    stems = [safe_name(p.stem) for p in paths]
+    labels: dict[Path | InMemoryImage, str] = {}
+    stems = [safe_name(p.label if isinstance(p, InMemoryImage) else p.stem) for p in paths]
     for path, stem in zip(paths, stems, strict=True):
-        label = stem if stems.count(stem) == 1 else safe_name(f"{path.parent.name}_{path.stem}")
+        if isinstance(path, InMemoryImage) or stems.count(stem) == 1:
+            label = stem
+        else:
+            label = safe_name(f"{path.parent.name}_{path.stem}")
         base, n = label, 1
         while label in labels.values():
             n += 1

@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import default_output_dir, settings_from
+from pipeline.config import default_output_dir, model_name, settings_from
 from pipeline.engine import run
 from pipeline.errors import UserError
 from pipeline.output.files import write_bytes
@@ -64,7 +64,7 @@ def _main(cfg: DictConfig) -> int:
         from pipeline.layers_table import format_table
 
         for model in settings.models:
-            print(format_table(model, **settings.kwargs_for(model)))
+            print(format_table(model, **settings.kwargs_for(model_name(model))))
         return 0
     plan = make_plan(settings)
     root = default_output_dir()

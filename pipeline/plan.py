@@ -16,6 +16,7 @@ from pipeline.config import Settings
 from pipeline.errors import UserError
 from pipeline.images import image_labels, resolve_images
 from pipeline.methods.base import Method, ModelInfo, Scope
+from pipeline.models.custom import CustomModel
 from pipeline.models.layers import ConvLayer, conv_layers, select_layers
 from pipeline.models.registry import WeightsChoice, ensure_available, meta_skeleton, resolve_weights
 
@@ -39,6 +40,7 @@ class ModelPlan:
     layers: list[ConvLayer]
     kwargs: dict[str, Any] = field(default_factory=dict)
     num_classes: int | None = None
+    custom: CustomModel | None = None  # a user's own model (else a torchvision name)
 
     def info(self) -> ModelInfo:
         """What a method may check before any work (no class names, no preprocessing yet)."""
@@ -89,11 +91,19 @@ def _classes(model: str, choice: WeightsChoice, kwargs: dict[str, Any]) -> int:
     return int(kwargs.get("num_classes", 1000))
 
 
-def make_plan(settings: Settings, check_weights: bool = True) -> Plan:
-    """Resolve every name and file in ``settings``; raise UserError on the first bad one."""
-    images = resolve_images(settings.images)
+def make_plan(
+    settings: Settings, check_weights: bool = True, images: list | None = None, download: bool = True
+) -> Plan:
+    """Resolve every name and file in ``settings``; raise UserError on the first bad one.
+
+    ``images`` replaces ``settings.images`` (the Python API hands over pictures and tensors)."""
+    images = resolve_images(settings.images) if images is None else images
     models = []
     for name in settings.models:
+        if isinstance(name, CustomModel):
+            layers = select_layers(name.layers(), settings.layers, name.name)
+            models.append(ModelPlan(name.name, name.weights, layers, custom=name))
+            continue
         choice = resolve_weights(name, settings.weights, settings.seed)
         kwargs = settings.kwargs_for(name)
         try:
@@ -110,5 +120,6 @@ def make_plan(settings: Settings, check_weights: bool = True) -> Plan:
                 raise UserError(f"{method.name}: {exc}.") from None
     if check_weights:
         for model in models:
-            ensure_available(model.name, model.weights)
+            if model.custom is None:
+                ensure_available(model.name, model.weights, download)
     return Plan(models=models, images=images, labels=image_labels(images), methods=settings.methods)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,14 +18,18 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+from tqdm import TqdmWarning, tqdm
+
+with warnings.catch_warnings():  # in a notebook without ipywidgets, tqdm.auto warns on import; the bar is plain text
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.config import Settings
 from pipeline.engine.shared import Batch
 from pipeline.engine.work import BatchWork, layer_outputs
-from pipeline.images import load_image
+from pipeline.images import prepare
 from pipeline.methods.base import Method, ModelInfo, Output, Scope
+from pipeline.models.custom import normalization
 from pipeline.models.registry import LoadedModel, load_model
 from pipeline.output.files import safe_name, write_json
 from pipeline.output.manifest import Manifest
@@ -61,10 +66,25 @@ def versions() -> dict[str, str]:
 
 
 def model_info(loaded: LoadedModel, plan: ModelPlan) -> ModelInfo:
-    transform = loaded.transform
-    return ModelInfo(
-        loaded.name, tuple(loaded.categories), tuple(transform.mean), tuple(transform.std), plan.num_classes
-    )
+    mean, std = normalization(loaded.transform)
+    return ModelInfo(loaded.name, tuple(loaded.categories), mean, std, plan.num_classes)
+
+
+@dataclass
+class Drawing:
+    """One artefact's pictures, drawn when called (on a render thread): (PNG image, exact array, extra files)."""
+
+    output: Output
+    header: list[str]
+    font_px: int = 12
+
+    @property
+    def array(self):
+        return self.output.array
+
+    def __call__(self):
+        files = {name: file_bytes(item, self.font_px) for name, item in self.output.files.items()}
+        return draw(self.output.picture, self.header, self.font_px), self.output.array, files
 
 
 @dataclass
@@ -132,15 +152,9 @@ class ModelRun:
             if key in self.done:  # already recorded (e.g. failed while a per-image method gathered its layers)
                 continue
             self.done.add(key)
-            header = self.header(method, output, image)
+            drawing = Drawing(output, self.header(method, output, image), font_px)
             self.writer.submit(
-                self.record(method, output.layer, image, output),
-                self.png_path(method, output.layer, image),
-                lambda o=output, h=header: (
-                    draw(o.picture, h, font_px),
-                    o.array,
-                    {name: file_bytes(item, font_px) for name, item in o.files.items()},
-                ),
+                self.record(method, output.layer, image, output), self.png_path(method, output.layer, image), drawing
             )
 
     def fail_keys(self, keys, error: str) -> None:
@@ -196,7 +210,7 @@ class ModelRun:
         tensors, kept = [], []
         for image in images:
             try:
-                tensors.append(loaded.transform(load_image(image)))
+                tensors.append(prepare(image, loaded.transform))
                 kept.append(image)
             except Exception as exc:  # noqa: BLE001 - a bad image fails only its own artefacts
                 log.warning("image %s failed to load: %s", image, exc)
@@ -225,9 +239,10 @@ class ModelRun:
             self.fail_keys(self.plan.artefacts(self.mp, kept), error)
 
     def predictions(self, logits: torch.Tensor | None, images: list[Path]) -> None:
-        if logits is None or not self.settings.predictions:
-            return
+        """Top-5 ImageNet classes per image, for models whose logits are ImageNet's classes."""
         categories = self.loaded.categories
+        if logits is None or not self.settings.predictions or len(categories) != logits.shape[1]:
+            return
         probs = torch.softmax(logits.detach().float(), dim=1).cpu()
         top = torch.topk(probs, min(5, probs.shape[1]), dim=1)
         table = self.summary.predictions.setdefault(self.mp.name, {})
@@ -235,7 +250,7 @@ class ModelRun:
             table[self.plan.labels[image]] = [
                 {
                     "class_index": int(c),
-                    "class_name": categories[int(c)] if categories else str(int(c)),
+                    "class_name": categories[int(c)],
                     "prob": round(float(p), 5),
                 }
                 for p, c in zip(top.values[i], top.indices[i], strict=True)
@@ -249,6 +264,8 @@ def loaded_ahead(models: list[ModelPlan], settings: Settings) -> Iterator[tuple[
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as loader:
 
         def start(mp: ModelPlan) -> Future[LoadedModel]:
+            if mp.custom is not None:
+                return loader.submit(mp.custom.load, settings.device)
             return loader.submit(load_model, mp.name, mp.weights, settings.device, settings.model_cache, mp.kwargs)
 
         following = start(models[0]) if models else None
@@ -257,8 +274,34 @@ def loaded_ahead(models: list[ModelPlan], settings: Settings) -> Iterator[tuple[
             yield mp, current
 
 
-def run(settings: Settings, plan: Plan, root: Path, config: dict | None = None) -> Summary:
-    """Produce every artefact of ``plan`` under ``root``; never raises for a failing artefact."""
+def sweep_models(settings: Settings, plan: Plan, sink, summary: Summary, on_model=None) -> None:
+    """Every model of ``plan`` through ``sink`` (``submit(record, png, figure)`` and ``fail(record, error)``:
+    the file Writer, or the Python API's in-memory collector), the next model loading while one works."""
+    for mp, pending in loaded_ahead(plan.models, settings):
+        if on_model is not None:
+            on_model(mp)
+        ModelRun(settings, plan, mp, sink, summary).run(pending)
+
+
+class Tee:
+    """A sink that hands every artefact to the Writer and to an observer (the Python API with ``out=DIR``)."""
+
+    def __init__(self, writer: Writer, observer) -> None:
+        self.writer, self.observer = writer, observer
+
+    def submit(self, record: Record, png: str, figure) -> None:
+        self.observer.submit(record, png, figure)
+        self.writer.submit(record, png, figure)
+
+    def fail(self, record: Record, error: str) -> None:
+        self.observer.fail(record, error)
+        self.writer.fail(record, error)
+
+
+def run(settings: Settings, plan: Plan, root: Path, config: dict | None = None, observer=None) -> Summary:
+    """Produce every artefact of ``plan`` under ``root``; never raises for a failing artefact.
+
+    ``observer`` (a sink like the Writer) also sees every artefact as it is made."""
     root.mkdir(parents=True, exist_ok=True)
     summary = Summary(planned=plan.count())
     started = time.perf_counter()
@@ -281,10 +324,9 @@ def run(settings: Settings, plan: Plan, root: Path, config: dict | None = None) 
             settings.png_compression,
             on_done=lambda _r: bar.update(1),
         )
+        sink = writer if observer is None else Tee(writer, observer)
         try:
-            for mp, pending in loaded_ahead(plan.models, settings):
-                bar.set_postfix_str(mp.name)
-                ModelRun(settings, plan, mp, writer, summary).run(pending)
+            sweep_models(settings, plan, sink, summary, on_model=lambda mp: bar.set_postfix_str(mp.name))
         finally:
             writer.close()
             bar.close()

@@ -7,6 +7,7 @@ artefacts for this layer and batch), and the others carry on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Callable
@@ -51,6 +52,8 @@ class BatchWork:
         if needs.gradients:
             with GraphSession(self.module, batch.x, [layer.name for layer in layers], full, self.strategy) as session:
                 batch.logits, batch.session = session.logits, session
+                if batch.logits is not None and len(batch.model.categories) != batch.logits.shape[-1]:
+                    batch.model = dataclasses.replace(batch.model, categories=())  # not ImageNet's classes
                 try:
                     for layer in layers:
                         self._layer(batch, layer, session.activations[layer.name], layer_methods)

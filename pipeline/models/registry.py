@@ -37,7 +37,7 @@ def available_models() -> list[str]:
 class WeightsChoice:
     """A resolved ``weights`` setting for one model."""
 
-    kind: str  # "enum" | "checkpoint" | "random"
+    kind: str  # "enum" | "checkpoint" | "random" | "custom" (a user's model, weights as it carries them)
     label: str  # what manifests, headers and reports show
     enum: object | None = None
     path: Path | None = None
@@ -87,8 +87,9 @@ def cache_file(choice: WeightsChoice) -> Path | None:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
-def ensure_available(model: str, choice: WeightsChoice) -> None:
-    """Fail early, in one paragraph, when the weights can be neither found on disk nor downloaded."""
+def ensure_available(model: str, choice: WeightsChoice, download: bool = True) -> None:
+    """Fail early, in one paragraph, when the weights can be neither found on disk nor downloaded
+    (``download=False``: not even tried; the Python API downloads only when asked)."""
     if choice.kind == "enum" and choice.enum == LITE0:
         if lite0.packaged_checkpoint() is None:
             raise UserError(
@@ -99,6 +100,11 @@ def ensure_available(model: str, choice: WeightsChoice) -> None:
     target = cache_file(choice)
     if target is None or target.is_file():
         return
+    if not download:
+        raise UserError(
+            f"Weights {choice.label} for {model} are not in the torch hub cache ({target}); pass download=True to "
+            f"fetch {choice.enum.url}, or weights='none' for random init."
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(choice.enum.url, str(target), progress=False)
@@ -186,6 +192,11 @@ def preprocessing(model: str, choice: WeightsChoice | None = None, module: nn.Mo
     return transform
 
 
+def imagenet_categories() -> list[str]:
+    """ImageNet's 1000 class names, from torchvision's weights metadata (no download)."""
+    return list(torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"])
+
+
 def _categories(model: str, classes: int | None = None) -> list[str]:
     """ImageNet's class names, when the model has ImageNet's classes (a new head gets none)."""
     ref = torchvision.models.EfficientNet_B0_Weights.DEFAULT if model == LITE0 else _default_weights(model)
@@ -199,7 +210,7 @@ def checkpoint_defaults(model: str) -> dict:
     return {"transform_input": True} if model in _NO_AUX else {}
 
 
-def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
@@ -226,7 +237,7 @@ def _build(model: str, choice: WeightsChoice, kwargs: dict) -> nn.Module:
         return get_model(model, weights=choice.enum, **{**extra, **kwargs})
     # A local checkpoint: torchvision or (for Lite0) lukemelas naming.
     module = build_skeleton(model, **{**checkpoint_defaults(model), **kwargs})
-    state = _read_checkpoint(choice.path)
+    state = read_checkpoint(choice.path)
     if model == LITE0 and any(k.startswith("_") for k in state):
         state = lite0.convert_state_dict(state, module)
     try:
