@@ -8,6 +8,7 @@ checked here; a bad one raises UserError with one line naming the key, the value
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,8 @@ def _method_settings(cfg: DictConfig, names: list[str]) -> tuple[list[Method], l
 
 
 def _models(raw: Any) -> list[str | CustomModel]:
-    """Torchvision names, and mappings with ``_target_`` (a user's model built by hydra.utils.instantiate)."""
+    """Torchvision names, ``all`` (every one), glob patterns (``resnet*``), and mappings with ``_target_`` (a
+    user's model built by hydra.utils.instantiate)."""
     known = available_models()
     models: list[str | CustomModel] = []
     for i, entry in enumerate(_as_list(raw)):
@@ -158,9 +160,17 @@ def _models(raw: Any) -> list[str | CustomModel]:
             models.append(from_config(_container(entry), f"models[{i}]"))
             continue
         name = str(entry)
-        if name not in known:
+        if name == "all":
+            models.extend(known)
+        elif any(ch in name for ch in "*?["):
+            matched = [m for m in known if fnmatch.fnmatchcase(m, name)]
+            if not matched:
+                raise UserError(f"models: pattern {name!r} matches no model.{closest(name, known)}")
+            models.extend(matched)
+        elif name in known:
+            models.append(name)
+        else:
             raise UserError(f"models: {name!r} is not a torchvision classification model.{closest(name, known)}")
-        models.append(name)
     if not models:
         raise UserError("models: give at least one model name, e.g. models=[resnet18,alexnet].")
     unique = {model_name(m): m for m in reversed(models)}

@@ -183,3 +183,15 @@ def test_model_kwargs_apply_to_every_model_or_per_model(compose_cfg):
         compose_cfg(["models=[googlenet,resnet18]", "model_kwargs={googlenet:{transform_input:false}}"])
     )
     assert one.kwargs_for("googlenet") == {"transform_input": False} and one.kwargs_for("resnet18") == {}
+
+
+def test_models_all_and_glob_patterns(compose_cfg):
+    from pipeline.models.registry import available_models
+
+    assert settings_from(compose_cfg(["models=all"])).models == available_models()
+    resnets = settings_from(compose_cfg(["models=[resnet*,efficientnet_b0,resnet18]"])).models
+    assert resnets == ["resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "efficientnet_b0"]
+    zoo = settings_from(compose_cfg(["experiment=zoo"]))
+    assert len(zoo.models) == 81 and zoo.weights == "none" and zoo.layers == ["first", "last"]
+    with pytest.raises(UserError, match="matches no model"):
+        settings_from(compose_cfg(["models=[resnot*]"]))
