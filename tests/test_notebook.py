@@ -19,7 +19,9 @@ def test_the_tour_runs_offline_and_shows_every_method(tmp_path, monkeypatch):
     for cell in nb.cells:  # run from the source, not from the outputs saved with it
         if cell.cell_type == "code":
             cell.outputs = []
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    )
     client.execute()  # raises CellExecutionError, naming the cell, on any error
     shown = " ".join(
         o["data"]["text/plain"]
