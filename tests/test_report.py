@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import io
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from pipeline.output.files import encode_thumbnail
 from pipeline.report import NoManifestError, build_report
 from pipeline.report import callback as cb
 from pipeline.report.__main__ import main as report_main
@@ -114,6 +116,35 @@ def test_every_name_is_escaped(tmp_path):
     assert srcs and all(re.fullmatch(r"[A-Za-z0-9_.~/%-]+", src) for src in srcs)  # URL-quoted, no quote chars
     for src in srcs:
         assert (tmp_path / unquote(src)).is_file()
+
+
+def test_thumbnails_are_written_with_the_png(tmp_path):
+    from pipeline.output.manifest import Manifest, read_manifest
+    from pipeline.output.record import Record
+    from pipeline.output.writer import Writer
+
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 1200, 3), dtype=np.uint8))
+    base = Record("m", "w", False, "conv1", 0, "feature_maps", "/p/a.png", "a")
+    with Manifest(tmp_path / "manifest.jsonl") as manifest:
+        writer = Writer(tmp_path, manifest)
+        writer.submit(base, "m/feature_maps/conv1__a.png", lambda: (big, np.zeros(1)))
+        writer.close()
+        with mock.patch("pipeline.output.writer.write_thumbnail", side_effect=OSError("disk full")):
+            writer = Writer(tmp_path, manifest)
+            writer.submit(base, "m/feature_maps/conv1__b.png", lambda: (big, np.zeros(1)))
+            writer.close()
+    first, second = sorted(read_manifest(tmp_path / "manifest.jsonl"), key=lambda r: r.png)
+    assert first.ok and first.thumb == "thumbs/m/feature_maps/conv1__a.jpg"
+    thumb = tmp_path / first.thumb
+    with Image.open(thumb) as image:
+        assert image.format == "JPEG" and image.size == (256, 192)
+        image.load()
+    assert thumb.stat().st_size < (tmp_path / first.png).stat().st_size / 20
+    assert second.ok and second.thumb is None  # a failed thumbnail costs only the thumbnail
+    assert not list(tmp_path.rglob(".*.tmp"))  # written atomically: no temp file left behind
+    tall = Image.new("L", (100, 2000))
+    with Image.open(io.BytesIO(encode_thumbnail(tall))) as image:
+        assert image.size == (38, 768)  # at most 3 x 256 tall, never enlarged
 
 
 def test_command_line(tmp_path, capsys):

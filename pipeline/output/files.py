@@ -77,6 +77,37 @@ def write_png(path: Path, image: Image.Image, compress_level: int = 1) -> None:
     write_bytes(path, encode_png(image, compress_level))
 
 
+THUMB_PX = 256  # thumbnail width: one report card
+THUMBS = "thumbs"
+
+
+def thumb_path(relative_png: str) -> str:
+    """Where a PNG's thumbnail goes: under ``thumbs/``, mirroring the PNG's relative path, as ``.jpg``."""
+    return Path(THUMBS, relative_png).with_suffix(".jpg").as_posix()
+
+
+def encode_thumbnail(image: Image.Image, width: int = THUMB_PX, quality: int = 85) -> bytes:
+    """JPEG bytes of ``image`` at most ``width`` wide and ``3 * width`` tall (aspect kept, never enlarged).
+
+    The report shows these instead of full-size PNGs scaled by the browser: a few KB each instead of a few MB of
+    decoded pixels per card.
+    """
+    scale = min(1.0, width / image.width, 3 * width / image.height)
+    if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def write_thumbnail(path: Path, image: Image.Image, width: int = THUMB_PX) -> None:
+    """Write ``image``'s thumbnail (see encode_thumbnail) atomically."""
+    write_bytes(path, encode_thumbnail(image, width))
+
+
 def write_npy(path: Path, array: np.ndarray) -> None:
     """Save a float32 array as .npy atomically."""
     buffer = io.BytesIO()
