@@ -247,18 +247,22 @@ def test_a_job_rebuild_reads_only_that_job(tmp_path):
 def test_sync_rebuilds_only_what_changed(tmp_path):
     fake_job(tmp_path / "0")
     fake_job(tmp_path / "1", model="alexnet")
-    sync_report(tmp_path)
-    index = tmp_path / "index.html"
-    before = index.stat().st_mtime_ns
+    for n in ("0", "1"):
+        update_job(tmp_path, tmp_path / n)  # as the callback does when each job ends
     read = []
     with mock.patch.object(report_jobs, "read_records", side_effect=lambda p: read.append(p) or ([], [], b"")):
-        sync_report(tmp_path)  # nothing changed since: not even the manifests are read
+        sync_report(tmp_path)  # the end of the sweep: every part is current, index.jsonl complete
+        index = tmp_path / "index.html"
+        before = index.stat().st_mtime_ns
+        sync_report(tmp_path)  # nothing changed since the last sync: nothing is written
     assert read == [] and index.stat().st_mtime_ns == before
+    assert "index.jsonl" in index.read_text(encoding="utf-8")
     shutil.rmtree(tmp_path / "1")
-    sync_report(tmp_path)  # a job gone: its part and its model's page go too
+    sync_report(tmp_path)  # a job gone: its part, its model's page and its index.jsonl lines go too
     assert not (tmp_path / "report" / "models" / "alexnet.html").exists()
     assert sorted(p.name for p in (tmp_path / "report" / "jobs").iterdir()) == ["0"]
     assert "alexnet" not in index.read_text(encoding="utf-8")
+    assert {json.loads(line)["job"] for line in (tmp_path / "index.jsonl").read_text().splitlines()} == {"0"}
 
 
 def test_model_page_of_many_jobs_keeps_them_closed(tmp_path):
@@ -268,9 +272,16 @@ def test_model_page_of_many_jobs_keeps_them_closed(tmp_path):
     page = model_page(tmp_path, "resnet18")
     assert page.count('<details class="job"') == 3 and page.count("<img") == 0  # artefacts come from chunks
     assert 'data-auto="1"' in page  # 6 artefacts: small enough to open at once
-    with mock.patch("pipeline.report.model_page.AUTO_OPEN", 2):
+    with (
+        mock.patch("pipeline.report.model_page.AUTO_OPEN", 2),
+        mock.patch("pipeline.report.index_page.MAX_PREDICTIONS", 2),
+    ):
         build_report(tmp_path)
     assert 'data-auto="0"' in model_page(tmp_path, "resnet18")
+    index = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "photo1" in index and "photo2" not in index  # the index's predictions stop at 2 rows here...
+    assert '<a href="report/models/resnet18.html">all 3 rows</a>' in index
+    assert "photo2" in model_page(tmp_path, "resnet18")  # ...the model page has them all
 
 
 def test_thumbnails_are_written_with_the_png(tmp_path):

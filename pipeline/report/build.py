@@ -3,8 +3,8 @@
 - ``update_job``, after one job: that job's part, the pages of its models and index.html, from that job's files
   and every job's small summary; its new manifest lines are appended to index.jsonl. The cost does not grow
   with the manifests of the other jobs.
-- ``sync_report``, when a run or sweep ends: the part of every job whose files changed, and index.jsonl
-  rewritten in job order; nothing at all when no job's files changed since the last sync.
+- ``sync_report``, when a run or sweep ends: the part of every job whose files changed (none, when the callback
+  saw every job end), and index.jsonl rewritten in job order if that left it without some job's lines.
 - ``build_report``: everything from scratch (``python -m pipeline.report``).
 
 Parallel workers must serialise these calls (pipeline.report.callback holds a lock); every file is written
@@ -118,10 +118,11 @@ def write_pages(folder: Path, summaries: list[JobSummary], models: set[str] | No
     return target
 
 
-def _prune(folder: Path, summaries: list[JobSummary]) -> None:
-    """Remove the parts of jobs that are gone and the pages of models no job has."""
+def _prune(folder: Path, summaries: list[JobSummary]) -> bool:
+    """Remove the parts of jobs that are gone and the pages of models no job has; say whether a job's went."""
     parts = {Path(layout.job_part(s.rel)).name for s in summaries}
     pages = {Path(layout.model_page(m)).name for m in models_in_order(summaries)}
+    removed = False
     for folder_of, keep, remove in ((layout.JOBS, parts, shutil.rmtree), (layout.MODELS, pages, os.unlink)):
         try:
             entries = list((folder / folder_of).iterdir())
@@ -130,6 +131,8 @@ def _prune(folder: Path, summaries: list[JobSummary]) -> None:
         for path in entries:
             if path.name not in keep and not path.name.startswith("."):
                 remove(path)
+                removed = removed or folder_of == layout.JOBS
+    return removed
 
 
 def _has_job_files(job_dir: Path) -> bool:
@@ -170,17 +173,21 @@ def _stamp(folder: Path, job_dirs: list[Path]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def _part(folder: Path, job_dir: Path, force: bool) -> tuple[JobSummary, bytes]:
-    """A job's part, rebuilt when forced or stale, and its index.jsonl lines."""
+def _part(folder: Path, job_dir: Path, force: bool) -> tuple[JobSummary, Job | None]:
+    """A job's part: rebuilt when forced or stale (with the job it loaded), else its summary as it stands."""
     old = None if force else read_summary(folder, job_dir.relative_to(folder).as_posix())
     if old is not None and old.fingerprint == fingerprint(job_dir):
-        summary, job = old, load_job(job_dir, folder)
-    else:
-        summary, job = build_part(folder, job_dir)
-    if summary.merged_bytes != job.manifest_bytes:  # index.jsonl is about to hold all of it
+        return old, None
+    return build_part(folder, job_dir)
+
+
+def _lines(folder: Path, job_dir: Path, summary: JobSummary, job: Job | None) -> bytes:
+    """A job's index.jsonl lines; its summary then records that index.jsonl holds all of them."""
+    job = job or load_job(job_dir, folder)
+    if (summary.merged_bytes, summary.merged_digest) != (job.manifest_bytes, job.manifest_digest()):
         summary.merged_bytes, summary.merged_digest = job.manifest_bytes, job.manifest_digest()
         write_summary(folder, summary)
-    return summary, merged_lines(job.records)
+    return merged_lines(job.records)
 
 
 def _rebuild(folder: Path, force: bool) -> Path:
@@ -197,9 +204,13 @@ def _rebuild(folder: Path, force: bool) -> Path:
     # Threads overlap the many small synced writes (a few ms each on a journalled disk); the rest holds the GIL.
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:
         parts = list(pool.map(lambda job_dir: _part(folder, job_dir, force), job_dirs))
-    summaries = [summary for summary, _ in parts]
-    write_bytes(merged, b"".join(lines for _, lines in parts))
-    _prune(folder, summaries)
+        summaries = [summary for summary, _ in parts]
+        pruned = _prune(folder, summaries)
+        # index.jsonl as the per-job rebuilds left it holds every job's lines unless a part had to be rebuilt
+        # here, a job went away, or it was removed for being incomplete: only then is it written again
+        if force or pruned or not merged.is_file() or any(job is not None for _, job in parts):
+            args = [(job_dir, *part) for job_dir, part in zip(job_dirs, parts, strict=True)]
+            write_bytes(merged, b"".join(pool.map(lambda a: _lines(folder, *a), args)))
     target = write_pages(folder, summaries)
     write_bytes(folder / STAMP, stamp.encode())
     return target

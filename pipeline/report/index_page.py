@@ -11,6 +11,7 @@ from pipeline.report.markup import document, esc, filter_box, href, key, predict
 from pipeline.report.summary import CLASS_TARGET, JobSummary
 
 MAX_LISTED = 200  # failed artefacts listed here; the model pages show every one
+MAX_PREDICTIONS = 50  # rows of a model's predictions here; its page has them all
 FINE = {"COMPLETED", "FINISHED", "RUNNING", "UNKNOWN"}  # job states that are not a failure of the job
 
 
@@ -52,7 +53,8 @@ def models_table(summaries: list[JobSummary]) -> str:
 
 
 def predictions_section(summaries: list[JobSummary], labels: dict[str, str]) -> str:
-    tables = [predictions(m, summaries, labels) for m in dict.fromkeys(m for s in summaries for m in s.predictions)]
+    models = dict.fromkeys(m for s in summaries for m in s.predictions)
+    tables = [predictions(m, summaries, labels, MAX_PREDICTIONS, href(layout.model_page(m))) for m in models]
     tables = [t for t in tables if t]
     if not tables:
         return ""

@@ -112,8 +112,11 @@ def _jobs_cell(rels: list[str], labels: dict[str, str], total: int) -> str:
     return shown + (f" and {len(rels) - 3} more" if len(rels) > 3 else "")
 
 
-def predictions(model: str, summaries: list[JobSummary], labels: dict[str, str]) -> str:
-    """The top-5 table of ``model`` per image; jobs that predicted the same are one row."""
+def predictions(
+    model: str, summaries: list[JobSummary], labels: dict[str, str], limit: int | None = None, more: str = ""
+) -> str:
+    """The top-5 table of ``model`` per image; jobs that predicted the same are one row. Past ``limit`` rows, a
+    last row says how many more there are at the link ``more``."""
     rows: dict[tuple[str, str], tuple[object, list[str]]] = {}
     for s in summaries:
         for image_label, top in (s.predictions.get(model) or {}).items():
@@ -129,8 +132,11 @@ def predictions(model: str, summaries: list[JobSummary], labels: dict[str, str])
         k = key(model, image_label, *rels)
         cells.append(f'<tr class="f" data-k="{k}">{jobs}<td>{esc(image_label)}</td>{_top(top)}</tr>')
     head = ("<th>jobs</th>" if with_jobs else "") + "<th>image</th>" + "".join(f"<th>top {i}</th>" for i in range(1, 6))
-    opened = " open" if len(cells) <= OPEN_ROWS else ""
+    count = len(cells)
+    if limit is not None and count > limit:
+        cells = [*cells[:limit], f'<tr><td colspan="7"><a href="{more}">all {count} rows</a></td></tr>']
+    opened = " open" if count <= OPEN_ROWS else ""
     return (
-        f'<details{opened} class="group"><summary>Top-5 predictions of {esc(model)} ({len(cells)} rows)</summary>'
+        f'<details{opened} class="group"><summary>Top-5 predictions of {esc(model)} ({count} rows)</summary>'
         f"<table><tr>{head}</tr>{''.join(cells)}</table></details>"
     )
