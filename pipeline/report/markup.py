@@ -126,15 +126,15 @@ def predictions(
         return ""
     with_jobs = len(summaries) > 1
     total = sum(1 for s in summaries if model in s.predictions)
+    count = len(rows)
     cells = []
-    for (image_label, _), (top, rels) in rows.items():
+    for (image_label, _), (top, rels) in list(rows.items())[:limit]:
         jobs = f"<td>{esc(_jobs_cell(rels, labels, total))}</td>" if with_jobs else ""
         k = key(model, image_label, *rels)
         cells.append(f'<tr class="f" data-k="{k}">{jobs}<td>{esc(image_label)}</td>{_top(top)}</tr>')
+    if count > len(cells):
+        cells.append(f'<tr><td colspan="7"><a href="{more}">all {count} rows</a></td></tr>')
     head = ("<th>jobs</th>" if with_jobs else "") + "<th>image</th>" + "".join(f"<th>top {i}</th>" for i in range(1, 6))
-    count = len(cells)
-    if limit is not None and count > limit:
-        cells = [*cells[:limit], f'<tr><td colspan="7"><a href="{more}">all {count} rows</a></td></tr>']
     opened = " open" if count <= OPEN_ROWS else ""
     return (
         f'<details{opened} class="group"><summary>Top-5 predictions of {esc(model)} ({count} rows)</summary>'
