@@ -291,13 +291,14 @@ def browse(url: str, shot: Path, profile: Path, timeout: float = 600) -> dict:
 
 def opened_copy(page: Path) -> Path:
     """A copy of a model page, beside it, that opens its first job's section as a click would, with that job's
-    thumbnails loaded eagerly so the screenshot waits for all of them (lazy ones may come after it).
+    thumbnails loaded eagerly so the screenshot waits for all of them (lazy ones may come after it: the screen
+    would be timed without its pictures).
 
     Not ``#j-0``: headless Chromium's screenshot of a page scrolled to a fragment is blank.
     """
     script = (
-        "<script>var chunk=FMI.chunk;FMI.chunk=function(data){chunk(data);"
-        'document.querySelectorAll("img").forEach(function(i){i.loading="eager";});};'
+        "<script>var chunk=FMI.chunk;"
+        'FMI.chunk=function(data){data.html=data.html.split(\' loading="lazy"\').join("");chunk(data);};'
         'document.querySelector("details.job").open=true;</script></body>'
     )
     copy = page.with_name("bench-opened.html")
