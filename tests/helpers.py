@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import html
+import json
 import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
 
 import torch
 
@@ -50,3 +56,56 @@ def run_methods(model, x, layer_names, methods: dict, strategy: str = "loop", in
     for method, output in engine_run(model, x, layers, chosen, info, strategy=strategy):
         found.setdefault((method.name, output.layer), []).append(output)
     return found
+
+
+_LINK = re.compile(r'\s(href|src|data-chunk)="([^"]*)"')
+CHUNK_PREFIX, CHUNK_SUFFIX = "FMI.chunk(", ");\n"
+
+
+def read_chunk(path: Path) -> dict:
+    """A report chunk's data: ``{"id": section id, "html": the section's HTML}``."""
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith(CHUNK_PREFIX) and text.endswith(CHUNK_SUFFIX), text[:200]
+    return json.loads(text[len(CHUNK_PREFIX) : -len(CHUNK_SUFFIX)])
+
+
+@dataclass
+class Report:
+    """What a browser can reach from a report's index.html: pages, chunks, and every link they hold."""
+
+    pages: dict[Path, str] = field(default_factory=dict)  # page -> its HTML
+    chunks: dict[Path, str] = field(default_factory=dict)  # chunk -> the HTML it puts into its page
+    links: list[tuple[Path, str, Path]] = field(default_factory=list)  # (document, attribute value, target)
+
+    def targets(self, suffix: str, attr: str | None = None) -> set[Path]:
+        return {t for _, value, t in self.links if t.suffix == suffix and (attr is None or f'{attr}="' in value)}
+
+    def broken(self) -> list[str]:
+        return [f"{doc}: {value}" for doc, value, target in self.links if not target.is_file()]
+
+
+def walk_report(folder: Path) -> Report:
+    """Follow every href, src and chunk from ``folder/index.html`` the way a browser resolves them."""
+    report, pending = Report(), [folder / "index.html"]
+    while pending:
+        page = pending.pop()
+        if page in report.pages:
+            continue
+        report.pages[page] = page.read_text(encoding="utf-8")
+        documents = [(page, report.pages[page])]
+        for attr, value in _LINK.findall(report.pages[page]):
+            if attr == "data-chunk":
+                chunk = (page.parent / unquote(html.unescape(value))).resolve()
+                if chunk.is_file():
+                    report.chunks[chunk] = read_chunk(chunk)["html"]
+                    documents.append((chunk, report.chunks[chunk]))
+        for document, text in documents:
+            for attr, value in _LINK.findall(text):
+                path = unquote(html.unescape(value)).partition("#")[0]
+                if not path:
+                    continue  # a link within the page
+                target = (page.parent / path).resolve()
+                report.links.append((document, f'{attr}="{value}"', target))
+                if target.suffix == ".html" and target.is_file():
+                    pending.append(target)
+    return report

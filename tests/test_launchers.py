@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import html
 import json
-import re
 import shutil
 from pathlib import Path
 from unittest import mock
-from urllib.parse import unquote
 
 import pytest
 from conftest import run_cli
+from helpers import walk_report
 from hydra.utils import instantiate
 
 EVIL = "<script>alert(1)<\\script>&\"'"
@@ -25,13 +23,17 @@ TINY = [
 
 
 def report_pngs(folder: Path) -> tuple[set[str], set[str], set[str]]:
-    """PNG paths (relative to ``folder``) on disk, in index.jsonl, and in index.html's <img src>."""
+    """PNG paths (relative to ``folder``) on disk, in index.jsonl, and linked full size from the report that a
+    browser reaches from index.html (model pages and the job chunks they load); every link must resolve."""
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*.png")}
     lines = (folder / "index.jsonl").read_text(encoding="utf-8").splitlines()
     in_index = {json.loads(line)["png"] for line in lines if json.loads(line)["png"]}
-    page = (folder / "index.html").read_text(encoding="utf-8")
-    in_page = {unquote(html.unescape(src)) for src in re.findall(r'<img loading="lazy" src="([^"]*)"', page)}
-    return on_disk, in_index, in_page
+    report = walk_report(folder)
+    assert report.broken() == []
+    in_report = {p.relative_to(folder.resolve()).as_posix() for p in report.targets(".png", "href")}
+    thumbs = report.targets(".jpg", "src")
+    assert len(thumbs) == len(on_disk) and all(p.is_file() for p in thumbs)  # every card shows its thumbnail
+    return on_disk, in_index, in_report
 
 
 def sweep(tmp_path: Path, photo_dir: Path, launcher: list[str]) -> Path:
@@ -51,8 +53,10 @@ def test_joblib_sweep_with_two_workers_reports_every_png(tmp_path, photo_dir):
     for job in ("0", "1"):
         assert json.loads((folder / job / "job_status.json").read_text())["status"] == "COMPLETED"
         assert (folder / job / "manifest.jsonl").is_file()
-    page = (folder / "index.html").read_text(encoding="utf-8")
-    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;\\script&gt;&amp;&quot;&#x27;" in page
+    report = walk_report(folder)
+    pages = [*report.pages.values(), *report.chunks.values()]
+    assert not any("<script>alert" in text for text in pages)
+    assert any("&lt;script&gt;alert(1)&lt;\\script&gt;&amp;&quot;&#x27;" in text for text in report.chunks.values())
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
     png: str | None = None
     raw: str | None = None
+    thumb: str | None = None  # a small JPEG of the PNG for the report; absent in runs made before thumbnails
     status: str | None = None
     error: str | None = None
     job: str | None = None
@@ -39,16 +40,16 @@ class Record:
         """What identifies the artefact within a job: model, method, layer and image."""
         return (self.model, self.method, self.layer, self.image_label)
 
-    def done(self, png: str, raw: str | None) -> Record:
-        return dataclasses.replace(self, png=png, raw=raw, status=OK, error=None)
+    def done(self, png: str, raw: str | None, thumb: str | None = None) -> Record:
+        return dataclasses.replace(self, png=png, raw=raw, thumb=thumb, status=OK, error=None)
 
     def failed(self, error: str) -> Record:
-        return dataclasses.replace(self, png=None, raw=None, status=FAILED, error=error)
+        return dataclasses.replace(self, png=None, raw=None, thumb=None, status=FAILED, error=error)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of a manifest line: fixed fields first, method extras, then files and status."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "job")}
-        files = {k: data.pop(k) for k in ("png", "raw", "status", "error")}
+        files = {k: data.pop(k) for k in ("png", "raw", "thumb", "status", "error")}
         data.update(self.extra)
         data.update(files)
         if self.job is not None:

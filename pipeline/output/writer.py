@@ -1,12 +1,14 @@
 """Render and write artefacts on a small thread pool, overlapped with model compute.
 
-Each artefact is one picture (plus, with ``save_raw``, the float32 array it shows). Its manifest line is
-written the moment its files land, and a failure while rendering or writing is recorded, never raised.
+Each artefact is one picture (plus, with ``save_raw``, the float32 array it shows) and a small thumbnail of it
+for the report, made from the image already in memory. Its manifest line is written the moment its files land,
+and a failure while rendering or writing is recorded, never raised.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import traceback
 from collections.abc import Callable
@@ -16,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.output.files import write_bytes, write_npy, write_png
+from pipeline.output.files import thumb_path, write_bytes, write_npy, write_png, write_thumbnail
 from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
 
+log = logging.getLogger(__name__)
 # A figure makes the picture, the exact array it shows, and further files of the same artefact
 # ({manifest key: (file suffix, bytes)}, e.g. {"gif": ("gif", b"GIF89a...")}).
 Figure = Callable[[], tuple[Image.Image, np.ndarray, dict[str, tuple[str, bytes]]]]
@@ -80,12 +83,23 @@ class Writer:
             if self.save_raw:
                 raw_path = str(Path(relative_png).with_suffix(".npy"))
                 write_npy(self.root / raw_path, raw)
-            done = record.done(relative_png, raw_path)
+            done = record.done(relative_png, raw_path, self._thumbnail(relative_png, image))
         except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
             done = record.failed(error_text(exc))
         finally:
             self._slots.release()
         self._finish(done)
+
+    def _thumbnail(self, relative_png: str, image: Image.Image) -> str | None:
+        """Write the report's thumbnail of a written PNG; a failure only costs the thumbnail (the report then
+        shows the PNG itself)."""
+        relative = thumb_path(relative_png)
+        try:
+            write_thumbnail(self.root / relative, image)
+        except Exception as exc:  # noqa: BLE001 - the artefact itself is complete
+            log.warning("no thumbnail for %s: %s", relative_png, error_text(exc))
+            return None
+        return relative
 
     def _finish(self, record: Record) -> None:
         self.manifest.write(record)

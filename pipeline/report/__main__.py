@@ -1,4 +1,4 @@
-"""``python -m pipeline.report FOLDER``: (re)build index.html and index.jsonl over a run or a multirun sweep dir."""
+"""``python -m pipeline.report FOLDER``: rebuild the whole report (index.html, model pages, index.jsonl) of a folder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.report.index import build_report
+from pipeline.report.build import build_report
 from pipeline.report.jobs import NoManifestError
 
 
@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     """Build the report for the folder given on the command line; exit 2 with one line when there is nothing."""
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.report",
-        description="Merge every manifest.jsonl under FOLDER into FOLDER/index.jsonl and a static FOLDER/index.html.",
+        description="Rebuild the static report of FOLDER from every job under it: index.html, report/ (one page per "
+        "model) and index.jsonl (every manifest.jsonl merged).",
     )
     parser.add_argument("folder", type=Path, help="a run directory or a multirun sweep directory")
     args = parser.parse_args(argv)

@@ -1,14 +1,15 @@
-"""Hydra callback that keeps index.html current: rebuilt after every job and again when the run or sweep ends.
+"""Hydra callback that keeps the report current: after every job, and again when the run or sweep ends.
 
-Hydra calls ``on_job_end`` for failed jobs too, but skips ``on_multirun_end`` when any job failed, so the job
-hook does the real work. Parallel workers (joblib, submitit) serialise their rebuilds with ``flock`` on a lock
-file in the report folder, so whichever job ends last writes a report that holds every job. A report problem is
-logged and never fails the job.
+After a job only that job's part, the pages of its models and index.html are rebuilt (pipeline.report.build),
+so a sweep's report costs the same per job whatever its length; the end of a run or sweep brings every part up
+to date and rewrites index.jsonl in job order. Hydra calls ``on_job_end`` for failed jobs too, but skips
+``on_multirun_end`` when any job failed, so the job hook does the real work. Parallel workers (joblib, submitit)
+serialise their rebuilds with ``flock`` on a lock file in the report folder. A report problem is logged and
+never fails the job.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,8 +23,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.output.files import write_bytes
-from pipeline.report.index import build_report
-from pipeline.report.jobs import JOB_STATUS, NoManifestError, scan
+from pipeline.report.build import sync_report, update_job
+from pipeline.report.jobs import JOB_STATUS, NoManifestError
 
 try:
     import fcntl
@@ -32,7 +33,6 @@ except ImportError:  # pragma: no cover - not POSIX: rebuild without a lock
 
 log = logging.getLogger(__name__)
 LOCK = ".report.lock"
-STAMP = ".report.stamp"
 
 
 @contextmanager
@@ -54,24 +54,12 @@ def folder_lock(folder: Path) -> Iterator[None]:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def inputs_fingerprint(folder: Path) -> str:
-    """A digest of the name, size and mtime of every file the report reads, to skip rebuilds that change nothing."""
-    entries = []
-    for path in scan(folder):
-        stat = path.stat()
-        entries.append(f"{path.relative_to(folder).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}")
-    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
-
-
-def rebuild(folder: Path) -> Path | None:
-    """Rebuild the report under the folder lock unless its inputs are unchanged; log, never raise, on failure."""
+def rebuild(folder: Path, job_dir: Path | None = None) -> Path | None:
+    """Under the folder lock, update the report for one finished job (``job_dir``), else bring all of it up to
+    date; log, never raise, on failure."""
     try:
         with folder_lock(folder):
-            stamp, fingerprint = folder / STAMP, inputs_fingerprint(folder)
-            if (folder / "index.html").is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
-                return folder / "index.html"
-            target = build_report(folder)
-            write_bytes(stamp, fingerprint.encode())
+            target = sync_report(folder) if job_dir is None else update_job(folder, job_dir)
         log.info("report: %s", target)
         return target
     except NoManifestError as exc:
@@ -91,6 +79,12 @@ def _absolute(config: DictConfig, path: str) -> Path:
     return Path(base, path)
 
 
+def job_folder(config: DictConfig) -> Path | None:
+    """The job's own output dir, if Hydra says which."""
+    output = OmegaConf.select(config, "hydra.runtime.output_dir")
+    return _absolute(config, output) if output else None
+
+
 def report_folder(config: DictConfig) -> Path:
     """The sweep dir in a multirun, else the run's output dir."""
     if _multirun(config):
@@ -100,20 +94,20 @@ def report_folder(config: DictConfig) -> Path:
 
 
 class ReportCallback(Callback):
-    """Writes index.html/index.jsonl (see pipeline.report.index) as jobs finish; switch off with ``report=false``."""
+    """Writes the report (see pipeline.report.build) as jobs finish; switch off with ``report=false``."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = bool(enabled)
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        """Record how the job ended in its directory, then rebuild the report (failed jobs included)."""
+        """Record how the job ended in its directory, then update the report for it (failed jobs included)."""
         if not self.enabled:
             return
         try:
             self._write_status(config, job_return)
         except Exception:  # see rebuild()
             log.exception("report: could not record the job status")
-        rebuild(report_folder(config))
+        rebuild(report_folder(config), job_folder(config))
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.enabled:

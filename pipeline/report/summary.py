@@ -1,0 +1,187 @@
+"""Per-job summaries: the few facts about a job that the index and the model pages show.
+
+One small ``summary.json`` per job (``report/jobs/<job>/``) is written when the job's part is built, so a page
+over a whole sweep reads summaries, never the manifests of other jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.output.files import write_bytes
+from pipeline.output.record import Record
+from pipeline.report import layout
+from pipeline.report.jobs import Job, natural_key
+
+# Bump when what a summary or chunk holds changes: parts made by another version are rebuilt.
+VERSION = 1
+MAX_FAILURES = 20  # failed artefacts listed per job in its summary (the model page's chunks list them all)
+CLASS_TARGET = "class logit"  # what the report calls an artefact with no layer
+
+
+@dataclass
+class ModelPart:
+    """One model's artefacts within one job: counts, what the filter can match, and a picture for the index."""
+
+    ok: int = 0
+    failed: int = 0
+    layers: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=list)
+    preview: dict[str, str] | None = None  # {"src": thumbnail or PNG, "href": PNG, "alt": text}
+
+    @property
+    def count(self) -> int:
+        return self.ok + self.failed
+
+
+@dataclass
+class JobSummary:
+    """What the index and model pages know about one job (paths relative to the report folder)."""
+
+    rel: str
+    label: str
+    state: str
+    fingerprint: str = ""
+    version: int = VERSION
+    overrides: list[str] = field(default_factory=list)
+    error: str | None = None
+    planned: Any = None
+    files: list[str] = field(default_factory=list)  # run.json, config.resolved.yaml, manifest.jsonl if present
+    models: dict[str, ModelPart] = field(default_factory=dict)
+    predictions: dict[str, dict] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)
+    ok: int = 0
+    failed: int = 0
+    merged_bytes: int = 0  # bytes of manifest.jsonl already in index.jsonl
+    merged_digest: str = ""  # and their digest (Job.manifest_digest)
+
+    @property
+    def job_failed(self) -> bool:
+        return self.state.upper() == "FAILED"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobSummary:
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in data.items() if k in names}
+        known["models"] = {str(m): ModelPart(**part) for m, part in (known.get("models") or {}).items()}
+        return cls(**known)
+
+
+def layer_name(record: Record) -> str:
+    return record.layer or CLASS_TARGET
+
+
+def image_name(record: Record) -> str:
+    return record.image_label or ""
+
+
+def preview(records: list[Record]) -> dict[str, str] | None:
+    """The picture that stands for a model in the index: its first artefact written, in conv order."""
+    done = [r for r in records if r.ok and r.png]
+    if not done:
+        return None
+    first = min(done, key=lambda r: r.layer_index if isinstance(r.layer_index, int) else float("inf"))
+    alt = " ".join(x for x in (first.model, first.method, layer_name(first), image_name(first)) if x)
+    return {"src": first.thumb or first.png, "href": first.png, "alt": alt}
+
+
+def _model_part(records: list[Record]) -> ModelPart:
+    ok = sum(r.ok for r in records)
+    return ModelPart(
+        ok=ok,
+        failed=len(records) - ok,
+        layers=list(dict.fromkeys(layer_name(r) for r in records)),
+        methods=list(dict.fromkeys(r.method for r in records)),
+        images=list(dict.fromkeys(image_name(r) for r in records if r.image_label)),
+        weights=list(dict.fromkeys(r.weights for r in records if r.weights)),
+        preview=preview(records),
+    )
+
+
+def _failure(r: Record) -> dict:
+    return {"model": r.model, "layer": layer_name(r), "method": r.method, "image": r.image, "error": r.error}
+
+
+def summarize(job: Job, models: dict[str, list[Record]], fingerprint: str, job_dir: Path) -> JobSummary:
+    """A job's summary from its loaded directory and its records per model (``Job.by_model``)."""
+    records = [r for items in models.values() for r in items]
+    failed = [r for r in records if not r.ok]
+    error = job.status.get("error")
+    counts = job.run.get("counts") if isinstance(job.run.get("counts"), dict) else {}
+    return JobSummary(
+        rel=job.rel,
+        label=job.label,
+        state=job.state,
+        fingerprint=fingerprint,
+        overrides=job.overrides,
+        error=None if error is None else str(error),
+        planned=counts.get("planned"),
+        files=[name for name in ("run.json", "config.resolved.yaml", "manifest.jsonl") if (job_dir / name).is_file()],
+        models={model: _model_part(items) for model, items in models.items()},
+        predictions={str(m): t for m, t in job.predictions.items() if isinstance(t, dict)},
+        failures=[_failure(r) for r in failed[:MAX_FAILURES]],
+        ok=len(records) - len(failed),
+        failed=len(failed),
+        merged_bytes=job.manifest_bytes,
+        merged_digest=job.manifest_digest(),
+    )
+
+
+def summary_path(folder: Path, rel: str) -> Path:
+    return folder / layout.job_part(rel) / layout.SUMMARY
+
+
+def write_summary(folder: Path, summary: JobSummary) -> None:
+    payload = json.dumps(summary.to_json(), ensure_ascii=False, default=str)
+    write_bytes(summary_path(folder, summary.rel), payload.encode("utf-8"))
+
+
+def _parse(path: Path) -> JobSummary | None:
+    try:
+        summary = JobSummary.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None  # unreadable or from an older layout: treated as missing, so the job's part is rebuilt
+    return summary if summary.version == VERSION else None
+
+
+def read_summary(folder: Path, rel: str) -> JobSummary | None:
+    """A job's summary, or None when it has none (or one this version cannot use)."""
+    return _parse(summary_path(folder, rel))
+
+
+def read_summaries(folder: Path) -> list[JobSummary]:
+    """Every job summary under ``folder``'s report, in natural job order (one small file per job)."""
+    found = []
+    try:
+        parts = list((folder / layout.JOBS).iterdir())
+    except OSError:
+        return []
+    for part in parts:
+        summary = _parse(part / layout.SUMMARY)
+        if summary is not None and part.name == Path(layout.job_part(summary.rel)).name:
+            found.append(summary)
+    return sorted(found, key=lambda s: natural_key(s.rel))
+
+
+def distinct_overrides(summaries: list[JobSummary]) -> dict[str, list[str]]:
+    """Each job's overrides that not every job shares (none for a single job): what tells the jobs apart."""
+    common = set.intersection(*(set(s.overrides) for s in summaries)) if summaries else set()
+    return {s.rel: [o for o in s.overrides if o not in common] for s in summaries}
+
+
+def short_labels(summaries: list[JobSummary]) -> dict[str, str]:
+    """Each job's directory plus only the overrides that differ between jobs (``0: models=alexnet``); a single
+    job keeps its full label."""
+    if len(summaries) < 2:
+        return {s.rel: s.label for s in summaries}
+    own = distinct_overrides(summaries)
+    return {s.rel: f"{s.rel}: {' '.join(own[s.rel])}" if own[s.rel] else s.rel for s in summaries}
