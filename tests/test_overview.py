@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -197,29 +198,79 @@ def test_feature_maps_overlay_blends_each_map_over_the_input():
 
 
 @pytest.mark.slow
-def test_alexnet_and_resnet18_get_one_frame_per_conv_layer(tmp_path, photo_dir):
-    out = tmp_path / "run"
+def test_alexnet_and_resnet18_overviews_and_models_side_by_side(tmp_path, photo_dir):
+    from test_report import check_in_browser, screenshot_colours
+
+    folder = tmp_path / "sweep"
     proc = run_cli(
         [
-            "models=[alexnet,resnet18]",
+            "-m",
+            "models=alexnet,resnet18",
             "weights=none",
             "layers=all",
             f"images=[{photo_dir / 'synthetic_0.png'}]",
-            "methods=[overview]",
+            "methods=[filters,feature_maps,overview]",
+            "feature_maps.top_k=4",
             "predictions=false",
-            f"hydra.run.dir={out}",
+            f"hydra.sweep.dir={folder}",
         ],
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
-    assert [(r["model"], r["method"], r["status"]) for r in lines] == [
-        ("alexnet", "overview", "ok"),
-        ("resnet18", "overview", "ok"),
-    ]
-    for record, layers in zip(lines, (5, 20), strict=True):
-        gif = Image.open(out / record["gif"])
-        assert gif.n_frames == layers
-        assert Image.open(out / record["png"]).height > 5 * 72 and Image.open(out / record["stats"]).format == "PNG"
+    for job, (model, layers) in enumerate((("alexnet", 5), ("resnet18", 20))):
+        lines = [json.loads(line) for line in (folder / str(job) / "manifest.jsonl").read_text().splitlines()]
+        (record,) = [r for r in lines if r["method"] == "overview"]
+        assert record["status"] == "ok" and record["model"] == model and record["files"] == ["gif", "stats"]
+        assert Image.open(folder / str(job) / record["gif"]).n_frames == layers  # one frame per conv layer
+        assert Image.open(folder / str(job) / record["png"]).height > 5 * 72
+        assert Image.open(folder / str(job) / record["stats"]).format == "PNG"
         raw = record["png"].removesuffix(".png")
         assert record["gif"] == f"{raw}.gif" and record["stats"] == f"{raw}.stats.png"
+        page = (folder / "report" / "models" / f"{model}.html").read_text(encoding="utf-8")
+        assert page.index('id="overview"') < page.index('class="job"')  # the model's page opens with it
+        assert "stats.png" in page and ".gif" in page
+    compare = folder / "compare.html"
+    page = compare.read_text(encoding="utf-8")
+    assert "compare.html" in (folder / "index.html").read_text(encoding="utf-8")
+    assert page.index(">alexnet<") < page.index(">resnet18<")
+    for row in ("filters, first conv", "first conv", "25 %", "50 %", "75 %", "last conv"):
+        assert row in page
+    picks = {  # the conv layers at 0, 25, 50, 75 and 100 % of each model's depth
+        "alexnet": ["features.0", "features.3", "features.6", "features.8", "features.10"],
+        "resnet18": ["conv1", "layer2.0.conv1", "layer3.0.conv1", "layer3.1.conv2", "layer4.1.conv2"],
+    }
+    cells = re.findall(r"<code>([^<]*)</code>", page)
+    assert cells[:2] == ["features.0", "conv1"]  # the filters row
+    assert cells[2:] == [layer for pair in zip(*picks.values(), strict=True) for layer in pair]  # each names its layer
+    check = check_in_browser(tmp_path, compare)
+    assert check["images"] == 2 * 6 and check["broken"] == [] and check["natural"] == 12  # every picture present
+    assert screenshot_colours(tmp_path, compare) > 3000
+
+
+def test_compare_page_is_escaped_and_only_for_two_or_more_models(tmp_path):
+    from pipeline.report import build_report
+
+    evil = "<script>alert(1)</script>&\"'"
+
+    def job(rel: str, model: str) -> None:
+        lines = []
+        for index, (method, layer, image) in enumerate(
+            [("filters", "conv1", None), ("feature_maps", "conv1", evil), ("feature_maps", "conv2", evil)]
+        ):
+            png = f"{model}/{method}/{layer}__{index}.png"
+            (tmp_path / rel / png).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (index * 80, 40, 40)).save(tmp_path / rel / png)
+            lines.append({"model": model, "weights": "w", "random_weights": True, "layer": layer,
+                          "layer_index": 0 if layer == "conv1" else 1, "method": method,
+                          "image": None if image is None else f"/p/{image}.png", "image_label": image,
+                          "params": {}, "png": png, "raw": None, "status": "ok", "error": None})
+        (tmp_path / rel / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    job("0", "resnet18")
+    build_report(tmp_path)
+    assert not (tmp_path / "compare.html").exists()  # one model: nothing to compare
+    job("1", f"mine{evil}")
+    build_report(tmp_path)
+    page = (tmp_path / "compare.html").read_text(encoding="utf-8")
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#x27;" in page
+    assert page.count("<img") == 2 * 6

@@ -406,7 +406,7 @@ window.addEventListener("load",function(){settle(function(){
   function result(){done(i.naturalWidth>0?null:i.getAttribute("src"));}
   if(i.complete&&i.getAttribute("src")){result();}else{i.addEventListener("load",result);i.addEventListener("error",result);}});}))
  .then(function(bad){
-  var box=document.getElementById("filter");box.value="feature_maps";box.dispatchEvent(new Event("input"));
+  var box=document.getElementById("filter");if(box){box.value="feature_maps";box.dispatchEvent(new Event("input"));}
   var check={images:imgs.length,broken:bad.filter(Boolean),natural:imgs.filter(function(i){return i.naturalWidth>0;}).length,
    missing:document.querySelectorAll(".card.missing, details.job.missing").length,
    sections:document.querySelectorAll("details.job").length,loaded:document.querySelectorAll("details.job.loaded").length,

@@ -195,7 +195,7 @@ class Overview(base.Method):
                 panels=[
                     (
                         "channels and spatial size (log)",
-                        {"channels": stats[:, 1].tolist(), "height": stats[:, 2].tolist()},
+                        {"channels": stats[:, 1].tolist(), "spatial size (height)": stats[:, 2].tolist()},
                     ),
                     ("activation of the conv output", {"mean": stats[:, 4].tolist(), "max": stats[:, 5].tolist()}),
                     ("fraction of positive units", {"positive": stats[:, 6].tolist()}),

@@ -12,7 +12,8 @@ OK, FAILED = "ok", "failed"
 @dataclass
 class Record:
     """One line of ``manifest.jsonl``. Method-specific facts (targets, channels, ...) live in ``extra`` and are
-    written as top-level keys; ``job`` is set only in a report's merged ``index.jsonl``."""
+    written as top-level keys; ``files`` are further files of the artefact (e.g. ``gif``, ``stats``), written
+    as top-level keys too and listed under ``"files"``; ``job`` is set only in a report's ``index.jsonl``."""
 
     model: str
     weights: str
@@ -28,6 +29,7 @@ class Record:
     png: str | None = None
     raw: str | None = None
     thumb: str | None = None  # a small JPEG of the PNG for the report; absent in runs made before thumbnails
+    files: dict[str, str] = field(default_factory=dict)
     status: str | None = None
     error: str | None = None
     job: str | None = None
@@ -44,14 +46,18 @@ class Record:
         return dataclasses.replace(self, png=png, raw=raw, thumb=thumb, status=OK, error=None)
 
     def failed(self, error: str) -> Record:
-        return dataclasses.replace(self, png=None, raw=None, thumb=None, status=FAILED, error=error)
+        return dataclasses.replace(self, png=None, raw=None, thumb=None, files={}, status=FAILED, error=error)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of a manifest line: fixed fields first, method extras, then files and status."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "job")}
-        files = {k: data.pop(k) for k in ("png", "raw", "thumb", "status", "error")}
+        skip = ("extra", "job", "files")
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        tail = {k: data.pop(k) for k in ("png", "raw", "thumb", "status", "error")}
         data.update(self.extra)
-        data.update(files)
+        data.update(tail)
+        if self.files:
+            data.update(self.files)
+            data["files"] = list(self.files)
         if self.job is not None:
             data["job"] = self.job
         return data
@@ -59,7 +65,11 @@ class Record:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
         """A record from a manifest line; unknown keys are method extras, missing ones get neutral values."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        data = dict(data)
+        listed = data.pop("files", None)
+        listed = [k for k in listed if isinstance(data.get(k), str)] if isinstance(listed, list) else []
+        files = {k: data.pop(k) for k in listed}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "files"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}
         for key in ("model", "weights", "method"):
@@ -70,4 +80,4 @@ class Record:
         for key in ("params", "model_kwargs"):
             if not isinstance(known.get(key), dict):
                 known[key] = {}
-        return cls(**known, extra=extra)
+        return cls(**known, extra=extra, files=files)

@@ -72,12 +72,12 @@ class Writer:
         try:
             image, raw, files = figure()
             stem = relative_png.removesuffix(".png")
-            extra = {}
+            written = {}
             for key, (suffix, data) in files.items():
                 write_bytes(self.root / f"{stem}.{suffix}", data)
-                extra[key] = f"{stem}.{suffix}"
-            if extra:
-                record = dataclasses.replace(record, extra={**record.extra, **extra})
+                written[key] = f"{stem}.{suffix}"
+            if written:
+                record = dataclasses.replace(record, files={**record.files, **written})
             write_png(self.root / relative_png, image, self.compress_level)
             raw_path = None
             if self.save_raw:

@@ -24,6 +24,8 @@ from pipeline.output.files import write_bytes
 from pipeline.output.record import Record
 from pipeline.report import layout
 from pipeline.report.chunk import render_chunk
+from pipeline.report.compare_page import PAGE as COMPARE
+from pipeline.report.compare_page import render_compare
 from pipeline.report.index_page import models_in_order, render_index
 from pipeline.report.jobs import (
     JOB_STATUS,
@@ -102,8 +104,8 @@ def _merge_job(folder: Path, job: Job, old: JobSummary | None, others: bool) -> 
 
 
 def write_pages(folder: Path, summaries: list[JobSummary], models: set[str] | None = None) -> Path:
-    """index.html and the pages of ``models`` (every model when None) from the summaries; drops pages of models
-    that no job has any more."""
+    """index.html, compare.html (two or more models) and the pages of ``models`` (every model when None) from the
+    summaries; drops pages of models that no job has any more."""
     labels = short_labels(summaries)
     present = models_in_order(summaries)
     for model in present if models is None else models:
@@ -112,8 +114,13 @@ def write_pages(folder: Path, summaries: list[JobSummary], models: set[str] | No
             write_bytes(page, render_model_page(folder.name, model, summaries, labels).encode("utf-8"))
         else:
             page.unlink(missing_ok=True)
+    compare = render_compare(folder.name, summaries)
+    if compare is None:
+        (folder / COMPARE).unlink(missing_ok=True)
+    else:
+        write_bytes(folder / COMPARE, compare.encode("utf-8"))
     target = folder / layout.INDEX
-    html = render_index(folder.name, summaries, labels, (folder / layout.MERGED).is_file())
+    html = render_index(folder.name, summaries, labels, (folder / layout.MERGED).is_file(), compare is not None)
     write_bytes(target, html.encode("utf-8"))
     return target
 

@@ -14,13 +14,15 @@ from pipeline.output.record import Record
 from pipeline.report import layout
 from pipeline.report.jobs import Job
 from pipeline.report.markup import esc, href, key
-from pipeline.report.summary import image_name, layer_name
+from pipeline.report.summary import LEADS, image_name, layer_name
 
 UP = layout.UP_FROM_PAGE  # chunks are shown on a model page, so their links start from report/models/
 
 
 def _layer_order(records: list[Record]) -> float:
-    """Where a layer comes in the model (manifest ``layer_index``); class-logit targets and unknowns last."""
+    """Where a layer comes in the model (manifest ``layer_index``); overviews first, class targets last."""
+    if any(r.method in LEADS for r in records):
+        return float("-inf")
     known = [r.layer_index for r in records if isinstance(r.layer_index, int)]
     return min(known) if known else float("inf")
 
@@ -46,6 +48,8 @@ def card(r: Record) -> str:
     links = f'<a href="{href(UP + r.png)}">full size</a>'
     if r.raw:
         links += f' · <a href="{href(UP + r.raw)}">raw .npy</a>'
+    for name, path in r.files.items():
+        links += f' · <a href="{href(UP + path)}">{esc(name)}</a>'
     lines.append(links)
     body = "<br>".join(x for x in lines if x)
     alt = esc(f"{r.model} {r.method} {layer_name(r)} {label}")

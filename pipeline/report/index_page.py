@@ -119,12 +119,17 @@ document.getElementById("filter").addEventListener("input",apply);apply();})();
 """
 
 
-def render_index(title: str, summaries: list[JobSummary], labels: dict[str, str], merged: bool) -> str:
-    """index.html over every job summary; ``merged`` says whether index.jsonl is there to link to."""
+def render_index(
+    title: str, summaries: list[JobSummary], labels: dict[str, str], merged: bool, compare: bool = False
+) -> str:
+    """index.html over every job summary; ``merged`` says whether index.jsonl is there to link to, ``compare``
+    whether compare.html (models side by side) is."""
     ok = sum(s.ok for s in summaries)
     failed = sum(s.failed for s in summaries)
     models = models_in_order(summaries)
     nav = "".join(f'<a href="#{name}">{name}</a>' for name in ("models", "predictions", "failures", "jobs"))
+    if compare:
+        nav = '<a href="compare.html"><b>models side by side</b></a>' + nav
     if merged:
         nav += f'<a href="{layout.MERGED}">{layout.MERGED}</a>'
     header = (

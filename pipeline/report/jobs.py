@@ -173,7 +173,8 @@ def read_records(path: Path) -> tuple[list[Record], list[int], bytes]:
 
 
 def load_job(job_dir: Path, folder: Path) -> Job:
-    """Read one job directory; records gain ``job`` and get ``png``/``raw``/``thumb`` relative to ``folder``."""
+    """Read one job directory; records gain ``job`` and get ``png``/``raw``/``thumb``/``files`` relative to
+    ``folder``."""
     rel = job_dir.relative_to(folder).as_posix()
     job = Job(rel=rel, run=_read_json(job_dir / "run.json"), status=_read_json(job_dir / JOB_STATUS))
     job.overrides = _read_overrides(job_dir) or [str(o) for o in job.status.get("overrides") or []]
@@ -186,6 +187,7 @@ def load_job(job_dir: Path, folder: Path) -> Job:
             record.png = _relative(record.png, job_dir, folder, prefix)
             record.raw = _relative(record.raw, job_dir, folder, prefix)
             record.thumb = _relative(record.thumb, job_dir, folder, prefix)
+            record.files = {k: _relative(v, job_dir, folder, prefix) for k, v in record.files.items()}
             if record.thumb and not (folder / record.thumb).is_file():
                 record.thumb = None  # thumbnail lost: the report shows the PNG itself
     config_file = job_dir / "config.resolved.yaml"

@@ -34,6 +34,10 @@ td.thumb img{width:128px;height:auto;display:block}
 nav a{margin-right:.8em}
 details.job{margin:.4em 0;border:1px solid #ddd;border-radius:4px;background:#fff;padding:.2em .6em}
 details.job>summary{cursor:pointer;font-weight:bold}details.job.missing{border-color:#c33}
+.leads{display:flex;flex-wrap:wrap;gap:14px}.lead{margin:0;background:#fff;border:1px solid #ddd;padding:4px}
+.lead img{width:256px;height:auto;vertical-align:top;margin-right:6px}.lead img.plot{width:420px}
+table.compare td{text-align:center}table.compare img{width:200px;height:auto;display:block;margin:auto}
+table.compare th{background:#f0f0f0}
 """
 
 # Registered in <head> so it sees every image's error event: marks cards whose picture is gone.

@@ -79,6 +79,34 @@ def job_section(model: str, s: JobSummary, label: str, distinct: list[str]) -> s
     )
 
 
+def leads_section(model: str, mine: list[JobSummary], labels: dict[str, str]) -> str:
+    """The model's overviews (a tall picture from input to output per image) with their statistics plots and
+    animations, opening the page; from the summaries, so they show before any job is opened."""
+    figures = []
+    for s in mine:
+        for lead in s.models[model].leads:
+            caption = " · ".join(x for x in (lead["image"], labels.get(s.rel, s.label) if len(mine) > 1 else "") if x)
+            files = lead.get("files") or {}
+            links = [f'<a href="{href(UP + lead["png"])}">overview</a>']
+            links += [f'<a href="{href(UP + path)}">{esc(name)}</a>' for name, path in files.items()]
+            stats = files.get("stats")
+            plot = (
+                f'<a href="{href(UP + stats)}"><img loading="lazy" class="plot" src="{href(UP + stats)}"'
+                f' alt="{esc(model)} statistics against depth, {esc(lead["image"])}"></a>'
+                if stats
+                else ""
+            )
+            figures.append(
+                f'<figure class="lead f" data-k="{key(model, lead["image"], s.rel, "overview")}">'
+                f'<a href="{href(UP + lead["png"])}"><img loading="lazy" src="{href(UP + lead["thumb"])}"'
+                f' alt="{esc(model)} overview, {esc(lead["image"])}"></a>{plot}'
+                f"<figcaption>{esc(caption)} · {' · '.join(links)}</figcaption></figure>"
+            )
+    if not figures:
+        return ""
+    return f'<section id="overview" class="group"><h2>Overview, input to output</h2><div class="leads">{"".join(figures)}</div></section>'
+
+
 def render_model_page(title: str, model: str, summaries: list[JobSummary], labels: dict[str, str]) -> str:
     """The page of ``model`` over the jobs that ran it (``summaries`` may hold other jobs too)."""
     mine = [s for s in summaries if model in s.models]
@@ -92,7 +120,9 @@ def render_model_page(title: str, model: str, summaries: list[JobSummary], label
     )
     table = predictions(model, mine, labels)
     distinct = distinct_overrides(summaries)
-    body = (f'<section id="predictions">{table}</section>' if table else "") + "".join(
-        job_section(model, s, labels.get(s.rel, s.label), distinct[s.rel]) for s in mine
+    body = (
+        leads_section(model, mine, labels)
+        + (f'<section id="predictions">{table}</section>' if table else "")
+        + "".join(job_section(model, s, labels.get(s.rel, s.label), distinct[s.rel]) for s in mine)
     )
     return document(f"{model}: Filter-Map-Insights report {title}", header, body, SCRIPT, ok + failed <= AUTO_OPEN)

@@ -18,9 +18,11 @@ from pipeline.report import layout
 from pipeline.report.jobs import Job, natural_key
 
 # Bump when what a summary or chunk holds changes: parts made by another version are rebuilt.
-VERSION = 1
+VERSION = 2
 MAX_FAILURES = 20  # failed artefacts listed per job in its summary (the model page's chunks list them all)
 CLASS_TARGET = "class logit"  # what the report calls an artefact with no layer
+LEADS = ("overview",)  # methods whose pictures open a model's page and stand for it in the index
+LEAD_GROUP = "overview, input to output"
 
 
 @dataclass
@@ -34,6 +36,8 @@ class ModelPart:
     images: list[str] = field(default_factory=list)
     weights: list[str] = field(default_factory=list)
     preview: dict[str, str] | None = None  # {"src": thumbnail or PNG, "href": PNG, "alt": text}
+    leads: list[dict[str, Any]] = field(default_factory=list)  # pictures that open the model's page (overviews)
+    depth: dict[str, Any] = field(default_factory=dict)  # first-layer filters and maps at relative depths
 
     @property
     def count(self) -> int:
@@ -77,19 +81,60 @@ class JobSummary:
 
 
 def layer_name(record: Record) -> str:
-    return record.layer or CLASS_TARGET
+    """What the report calls where an artefact comes from: its layer, or what a per-image artefact is of."""
+    if record.layer:
+        return record.layer
+    return LEAD_GROUP if record.method in LEADS else CLASS_TARGET
 
 
 def image_name(record: Record) -> str:
     return record.image_label or ""
 
 
+MAX_LEADS = 8  # per model and job
+DEPTHS = (("first conv", 0.0), ("25 %", 0.25), ("50 %", 0.5), ("75 %", 0.75), ("last conv", 1.0))
+MAPS, FILTERS = "feature_maps", "filters"  # what compare.html lines up across models
+
+
+def _picture(r: Record) -> dict[str, Any]:
+    return {
+        "layer": layer_name(r),
+        "index": r.layer_index,
+        "image": image_name(r),
+        "png": r.png,
+        "thumb": r.thumb or r.png,
+        "files": dict(r.files),
+    }
+
+
+def leads(records: list[Record]) -> list[dict[str, Any]]:
+    """The overview pictures (PNG, thumbnail, GIF, statistics plot) of a model, one per image."""
+    return [_picture(r) for r in records if r.ok and r.png and r.method in LEADS][:MAX_LEADS]
+
+
+def depth(records: list[Record]) -> dict[str, Any]:
+    """What compare.html needs of a model: its first-layer filters, and per image its feature maps at the
+    relative depths of ``DEPTHS`` among the layers that have them."""
+    done = [r for r in records if r.ok and r.png and isinstance(r.layer_index, int)]
+    filters = sorted((r for r in done if r.method == FILTERS), key=lambda r: r.layer_index)
+    found: dict[str, Any] = {"filters": _picture(filters[0]) if filters else None, "maps": {}}
+    per_image: dict[str, list[Record]] = {}
+    for r in done:
+        if r.method == MAPS:
+            per_image.setdefault(image_name(r), []).append(r)
+    for image, maps in per_image.items():
+        maps.sort(key=lambda r: r.layer_index)
+        found["maps"][image] = [_picture(maps[round(f * (len(maps) - 1))]) for _, f in DEPTHS]
+    return found
+
+
 def preview(records: list[Record]) -> dict[str, str] | None:
-    """The picture that stands for a model in the index: its first artefact written, in conv order."""
+    """The picture that stands for a model in the index: its overview, else its first artefact in conv order."""
     done = [r for r in records if r.ok and r.png]
     if not done:
         return None
-    first = min(done, key=lambda r: r.layer_index if isinstance(r.layer_index, int) else float("inf"))
+    lead = [r for r in done if r.method in LEADS]
+    first = lead[0] if lead else min(done, key=lambda r: r.layer_index if isinstance(r.layer_index, int) else 1e9)
     alt = " ".join(x for x in (first.model, first.method, layer_name(first), image_name(first)) if x)
     return {"src": first.thumb or first.png, "href": first.png, "alt": alt}
 
@@ -104,6 +149,8 @@ def _model_part(records: list[Record]) -> ModelPart:
         images=list(dict.fromkeys(image_name(r) for r in records if r.image_label)),
         weights=list(dict.fromkeys(r.weights for r in records if r.weights)),
         preview=preview(records),
+        leads=leads(records),
+        depth=depth(records),
     )
 
 
