@@ -260,10 +260,23 @@ def test_compare_page_is_escaped_and_only_for_two_or_more_models(tmp_path):
             png = f"{model}/{method}/{layer}__{index}.png"
             (tmp_path / rel / png).parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (8, 8), (index * 80, 40, 40)).save(tmp_path / rel / png)
-            lines.append({"model": model, "weights": "w", "random_weights": True, "layer": layer,
-                          "layer_index": 0 if layer == "conv1" else 1, "method": method,
-                          "image": None if image is None else f"/p/{image}.png", "image_label": image,
-                          "params": {}, "png": png, "raw": None, "status": "ok", "error": None})
+            lines.append(
+                {
+                    "model": model,
+                    "weights": "w",
+                    "random_weights": True,
+                    "layer": layer,
+                    "layer_index": 0 if layer == "conv1" else 1,
+                    "method": method,
+                    "image": None if image is None else f"/p/{image}.png",
+                    "image_label": image,
+                    "params": {},
+                    "png": png,
+                    "raw": None,
+                    "status": "ok",
+                    "error": None,
+                }
+            )
         (tmp_path / rel / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
     job("0", "resnet18")
