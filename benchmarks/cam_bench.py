@@ -59,7 +59,7 @@ def baseline(photos: list[Path], layers: str, write_pngs: bool) -> dict:
     from pipeline.models.layers import conv_layers, select_layers
     from pipeline.models.registry import load_model, resolve_weights
 
-    loaded = load_model(MODEL, resolve_weights(MODEL, "none", 0), "cpu", cache_size=0)
+    loaded = load_model(MODEL, resolve_weights(MODEL, "none", 0), "cpu")
     model = loaded.module
     x = torch.stack([loaded.transform(Image.open(p).convert("RGB")) for p in photos])
     rgb = [np.asarray(Image.open(p).convert("RGB").resize(x.shape[-2:][::-1]), dtype=np.float32) / 255 for p in photos]

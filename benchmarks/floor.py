@@ -209,7 +209,7 @@ def product_compute(models: list[str], photos: list[Path], layers: str | tuple =
     spec = TargetSpec(target="channel", top_k=top_k, objective="max")
     for name in models:
         started = time.perf_counter()
-        loaded = load_model(name, resolve_weights(name, "none", 0), "cpu", cache_size=0)
+        loaded = load_model(name, resolve_weights(name, "none", 0), "cpu")
         x = torch.stack([loaded.transform(Image.open(p).convert("RGB")) for p in photos])
         build += time.perf_counter() - started
         modules = dict(loaded.module.named_modules())

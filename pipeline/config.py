@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,6 @@ SCALARS: dict[str, tuple[Any, dict]] = {
     "device": (Literal["auto", "cpu", "cuda"], {}),
     "batch_size": (int, {"min": 1}),
     "predictions": (bool, {}),
-    "model_cache": (int, {"min": 0}),
     "list_layers": (bool, {}),
     "backward_strategy": (Literal["loop", "vmap"], {}),
     "render_workers": (int, {"min": 1, "max": 64}),
@@ -55,7 +55,7 @@ class Settings:
     save_raw: bool
     device: str
     batch_size: int
-    model_cache: int
+    model_cache: int  # bytes of loaded models kept for later jobs of this process (0: none)
     predictions: bool
     png_compression: int
     render_workers: int
@@ -110,6 +110,30 @@ def _container(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+_UNITS = {"": 1, "b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30, "tb": 2**40, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*")
+
+
+def check_size(key: str, value: Any, fraction: bool = False) -> int | float:
+    """Bytes from ``2GB``, ``512MB`` or a plain number of bytes (KB, MB, GB count 1024s); with ``fraction``, a
+    number in (0, 1] is kept as a fraction (of the memory there is). UserError naming ``key`` otherwise."""
+    if isinstance(value, bool):
+        raise UserError(f"{key}: {value!r} is not a size such as 2GB.")
+    if isinstance(value, (int, float)):
+        if fraction and 0 < value <= 1:
+            return float(value)
+        if value >= 0 and float(value).is_integer():
+            return int(value)
+        raise UserError(
+            f"{key}: {value!r} is not a size such as 2GB" + (" or a fraction such as 0.6." if fraction else ".")
+        )
+    found = _SIZE.fullmatch(str(value))
+    unit = found.group(2).lower() if found else None
+    if found is None or unit not in _UNITS:
+        raise UserError(f"{key}: {value!r} is not a size such as 2GB, 512MB (units: KB, MB, GB, TB).")
+    return int(float(found.group(1)) * _UNITS[unit])
 
 
 def resolve_device(name: str) -> str:
@@ -205,7 +229,7 @@ def settings_from(cfg: DictConfig, models: list[CustomModel] | None = None) -> S
         save_raw=scalars["save_raw"],
         device=resolve_device(scalars["device"]),
         batch_size=scalars["batch_size"],
-        model_cache=scalars["model_cache"],
+        model_cache=int(check_size("model_cache", _container(cfg.get("model_cache")))),
         predictions=scalars["predictions"],
         png_compression=scalars["png_compression"],
         render_workers=scalars["render_workers"],

@@ -66,6 +66,8 @@ def _main(cfg: DictConfig) -> int:
         for model in settings.models:
             print(format_table(model, **settings.kwargs_for(model_name(model))))
         return 0
+    if not _multirun():
+        settings.model_cache = 0  # no later job in this process can use a cached model
     plan = make_plan(settings)
     root = default_output_dir()
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -29,7 +29,7 @@ def test_the_model_list_is_complete():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [*TORCHVISION, "efficientnet_lite0"])
 def test_every_model_first_and_last_layer(name):
-    loaded = load_model(name, resolve_weights(name, "none", seed=0), cache_size=0)
+    loaded = load_model(name, resolve_weights(name, "none", seed=0))
     model = loaded.module
     layers = conv_layers(model)
     assert layers, "every classification model has at least one Conv2d"

@@ -284,7 +284,7 @@ def lite0_photos():
     from pipeline.images import load_image, sample_images
     from pipeline.models import load_model, resolve_weights
 
-    loaded = load_model("efficientnet_lite0", resolve_weights("efficientnet_lite0", "DEFAULT"), cache_size=0)
+    loaded = load_model("efficientnet_lite0", resolve_weights("efficientnet_lite0", "DEFAULT"))
     paths = {p.stem: p for p in sample_images()}
     if "chelsea" not in paths:
         pytest.fail("scikit-image's sample photos are missing: install requirements-dev.txt")

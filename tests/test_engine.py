@@ -21,7 +21,7 @@ def test_the_next_model_loads_while_the_current_one_is_worked_on(monkeypatch):
     started = {name: threading.Event() for name in ("a", "b", "c")}
     calls = []
 
-    def fake_load(name, choice, device, cache_size, kwargs):
+    def fake_load(name, choice, device, cache_bytes, kwargs):
         calls.append((name, threading.current_thread() is threading.main_thread()))
         started[name].set()
         if name == "b":
@@ -50,7 +50,7 @@ def test_a_model_loaded_ahead_equals_a_plain_seeded_load():
     settings = SimpleNamespace(device="cpu", model_cache=0)
     loaded = {mp.name: pending.result() for mp, pending in engine.loaded_ahead(plans, settings)}
     for name in ("alexnet", "resnet18"):
-        plain = load_model(name, resolve_weights(name, "none", seed=0), cache_size=0)
+        plain = load_model(name, resolve_weights(name, "none", seed=0))
         for (key, a), b in zip(
             loaded[name].module.state_dict().items(), plain.module.state_dict().values(), strict=True
         ):

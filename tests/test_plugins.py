@@ -147,7 +147,7 @@ def test_a_users_method_runs_end_to_end_from_the_cli(tmp_path, photo_dir):
     from pipeline.images import load_image
     from pipeline.models import load_model, resolve_weights
 
-    loaded = load_model("alexnet", resolve_weights("alexnet", "none", seed=0), cache_size=0)
+    loaded = load_model("alexnet", resolve_weights("alexnet", "none", seed=0))
     record = next(r for r in toy if r["layer"] == "features.0" and r["image_label"] == "synthetic_1")
     seen = {}
 

@@ -82,8 +82,8 @@ def test_googlenet_checkpoints_transform_their_input_unless_model_kwargs_say_oth
     path = tmp_path / "googlenet_mine.pth"
     torch.save(torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).state_dict(), path)
     choice = resolve_weights("googlenet", str(path))
-    ported = load_model("googlenet", choice, cache_size=0)  # as torchvision's ImageNet port needs
-    own = load_model("googlenet", choice, cache_size=0, kwargs={"transform_input": False})
+    ported = load_model("googlenet", choice)  # as torchvision's ImageNet port needs
+    own = load_model("googlenet", choice, kwargs={"transform_input": False})
     assert ported.module.transform_input is True and own.module.transform_input is False
     assert own.kwargs == {"transform_input": False}
     plain = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
@@ -103,22 +103,38 @@ def test_googlenet_checkpoints_transform_their_input_unless_model_kwargs_say_oth
 
 
 def test_a_new_head_gets_no_imagenet_class_names(tmp_path):
-    loaded = load_model("resnet18", resolve_weights("resnet18", "none"), cache_size=0, kwargs={"num_classes": 10})
+    loaded = load_model("resnet18", resolve_weights("resnet18", "none"), kwargs={"num_classes": 10})
     assert loaded.module.fc.out_features == 10 and loaded.categories == []
 
 
 def test_random_init_is_labelled_and_reproducible():
-    a = load_model("resnet18", resolve_weights("resnet18", "none", seed=3), cache_size=0)
-    b = load_model("resnet18", resolve_weights("resnet18", "none", seed=3), cache_size=0)
-    c = load_model("resnet18", resolve_weights("resnet18", "none", seed=4), cache_size=0)
+    a = load_model("resnet18", resolve_weights("resnet18", "none", seed=3))
+    b = load_model("resnet18", resolve_weights("resnet18", "none", seed=3))
+    c = load_model("resnet18", resolve_weights("resnet18", "none", seed=4))
     assert a.weights.random and "random" in a.weights.label and "seed 3" in a.weights.label
     assert torch.equal(a.module.conv1.weight, b.module.conv1.weight)
     assert not torch.equal(a.module.conv1.weight, c.module.conv1.weight)
 
 
-def test_models_are_loaded_once_per_process():
-    choice = resolve_weights("alexnet", "none")
-    assert load_model("alexnet", choice) is load_model("alexnet", choice)
+def test_the_model_cache_is_bounded_in_bytes():
+    from pipeline.models.registry import model_bytes
+
+    alexnet, squeeze = resolve_weights("alexnet", "none"), resolve_weights("squeezenet1_1", "none")
+    big = model_bytes(load_model("alexnet", alexnet).module)  # about 244 MB of float32
+    small = model_bytes(load_model("squeezenet1_1", squeeze).module)  # about 5 MB
+    assert load_model("alexnet", alexnet) is not load_model("alexnet", alexnet)  # no budget: nothing kept
+    budget = big + small
+    first = load_model("alexnet", alexnet, cache_bytes=budget)
+    assert load_model("alexnet", alexnet, cache_bytes=budget) is first  # kept for a later job
+    tiny = load_model("squeezenet1_1", squeeze, cache_bytes=budget)
+    assert load_model("alexnet", alexnet, cache_bytes=budget) is first  # both fit
+    assert load_model("squeezenet1_1", squeeze, cache_bytes=budget) is tiny  # now the most recently used
+    load_model("resnet18", resolve_weights("resnet18", "none"), cache_bytes=budget)  # 47 MB more: alexnet out
+    assert load_model("squeezenet1_1", squeeze, cache_bytes=budget) is tiny
+    assert load_model("alexnet", alexnet, cache_bytes=budget) is not first
+    clear_cache()
+    half = big // 2  # a model larger than the whole budget is never kept
+    assert load_model("alexnet", alexnet, cache_bytes=half) is not load_model("alexnet", alexnet, cache_bytes=half)
 
 
 # --- the real, offline ImageNet model -------------------------------------------------------------------------------
@@ -163,7 +179,7 @@ def test_lite0_stem_filters_are_visibly_trained(lite0):
         return float(torch.stack([(w[:, i] * w[:, j]).sum(1) for i, j in pairs]).mean())
 
     trained = mean_rgb_correlation(lite0.module.features[0][0].weight)
-    random = load_model("efficientnet_lite0", resolve_weights("efficientnet_lite0", "none"), cache_size=0)
+    random = load_model("efficientnet_lite0", resolve_weights("efficientnet_lite0", "none"))
     untrained = mean_rgb_correlation(random.module.features[0][0].weight)
     assert trained > 0.3 > 0.1 > abs(untrained), (trained, untrained)
 

@@ -259,14 +259,22 @@ _CACHE: OrderedDict[tuple, LoadedModel] = OrderedDict()
 _LOCK = threading.RLock()
 
 
+def model_bytes(module: nn.Module) -> int:
+    """Memory a loaded model holds: its parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
 def load_model(
     model: str,
     choice: WeightsChoice,
     device: str | torch.device = "cpu",
-    cache_size: int = 4,
+    cache_bytes: int = 0,
     kwargs: dict | None = None,
 ) -> LoadedModel:
     """Load (or fetch from this process's cache) a model in eval mode with frozen parameters.
+
+    Up to ``cache_bytes`` of models stay cached for later calls, least recently used out first; a model larger
+    than that is not kept.
 
     ``kwargs`` go to torchvision's constructor; a value that conflicts with the weights (e.g. a
     ``num_classes`` other than the weights' own) fails this model with torchvision's reason."""
@@ -280,9 +288,10 @@ def load_model(
         module = _build(model, choice, kwargs).eval().requires_grad_(False).to(device)
         transform = preprocessing(model, choice, module)
         loaded = LoadedModel(model, choice, module, transform, _categories(model, kwargs.get("num_classes")), kwargs)
-        if cache_size > 0:
+        size = model_bytes(module)
+        if 0 < size <= cache_bytes:
             _CACHE[key] = loaded
-            while len(_CACHE) > cache_size:
+            while sum(model_bytes(m.module) for m in _CACHE.values()) > cache_bytes:
                 _CACHE.popitem(last=False)
         return loaded
 
