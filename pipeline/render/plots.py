@@ -5,10 +5,6 @@ from __future__ import annotations
 import io
 import threading
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 from pipeline.methods import base
 
 # matplotlib is not thread-safe (its mathtext parser fails when two render threads draw tick labels at once)
@@ -22,6 +18,11 @@ def depth_plot_png(plot: base.DepthPlot, dpi: int = 100) -> bytes:
 
 
 def _draw(plot: base.DepthPlot, dpi: int) -> bytes:
+    # imported here: only runs that make plots pay for matplotlib's figure machinery at start-up
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     figure = Figure(figsize=(8, 2.2 * len(plot.panels) + 0.6), dpi=dpi)
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(plot.panels), 1, sharex=True, squeeze=False)[:, 0]
