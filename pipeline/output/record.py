@@ -12,7 +12,11 @@ OK, FAILED = "ok", "failed"
 @dataclass
 class Record:
     """One line of ``manifest.jsonl``. Method-specific facts (targets, channels, ...) live in ``extra`` and are
-    written as top-level keys; ``job`` is set only in a report's merged ``index.jsonl``."""
+    written as top-level keys; ``job`` is set only in a report's merged ``index.jsonl``.
+
+    ``image_label`` is file-name safe and unique (it is part of the PNG's name); ``image_name`` is the image as a
+    person named it (unicode kept), for headers and reports. ``files`` holds the size and sha256 of each file
+    written (``{"png": {"size": .., "sha256": ..}, "raw": ...}``), which is how a rerun knows it is intact."""
 
     model: str
     weights: str
@@ -22,11 +26,13 @@ class Record:
     method: str
     image: str | None
     image_label: str | None
+    image_name: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     png: str | None = None
     raw: str | None = None
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: str | None = None
     error: str | None = None
     job: str | None = None
@@ -39,16 +45,16 @@ class Record:
         """What identifies the artefact within a job: model, method, layer and image."""
         return (self.model, self.method, self.layer, self.image_label)
 
-    def done(self, png: str, raw: str | None) -> Record:
-        return dataclasses.replace(self, png=png, raw=raw, status=OK, error=None)
+    def done(self, png: str, raw: str | None, files: dict[str, dict[str, Any]] | None = None) -> Record:
+        return dataclasses.replace(self, png=png, raw=raw, files=dict(files or {}), status=OK, error=None)
 
     def failed(self, error: str) -> Record:
-        return dataclasses.replace(self, png=None, raw=None, status=FAILED, error=error)
+        return dataclasses.replace(self, png=None, raw=None, files={}, status=FAILED, error=error)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of a manifest line: fixed fields first, method extras, then files and status."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "job")}
-        files = {k: data.pop(k) for k in ("png", "raw", "status", "error")}
+        files = {k: data.pop(k) for k in ("png", "raw", "files", "status", "error")}
         data.update(self.extra)
         data.update(files)
         if self.job is not None:
@@ -66,7 +72,7 @@ class Record:
         known.setdefault("random_weights", False)
         for key in ("layer", "layer_index", "image", "image_label"):
             known.setdefault(key, None)
-        for key in ("params", "model_kwargs"):
+        for key in ("params", "model_kwargs", "files"):
             if not isinstance(known.get(key), dict):
                 known[key] = {}
         return cls(**known, extra=extra)

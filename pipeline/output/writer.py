@@ -22,11 +22,16 @@ from pipeline.output.record import Record
 Figure = Callable[[], tuple[Image.Image, np.ndarray]]
 
 
+def first_line(text: object) -> str:
+    """The first non-empty line of a message: libraries append advice and dumps on the lines after it."""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
 def error_text(exc: BaseException) -> str:
-    """One line: exception type and message, with the innermost frame for where it happened."""
+    """One line: exception type and (first line of its) message, with the innermost frame for where it happened."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f"{type(exc).__name__}: {first_line(exc)}{where}"
 
 
 class Writer:
@@ -65,12 +70,12 @@ class Writer:
     def _produce(self, record: Record, relative_png: str, figure: Figure) -> None:
         try:
             image, raw = figure()
-            write_png(self.root / relative_png, image, self.compress_level)
+            files = {"png": write_png(self.root / relative_png, image, self.compress_level)}
             raw_path = None
             if self.save_raw:
                 raw_path = str(Path(relative_png).with_suffix(".npy"))
-                write_npy(self.root / raw_path, raw)
-            done = record.done(relative_png, raw_path)
+                files["raw"] = write_npy(self.root / raw_path, raw)
+            done = record.done(relative_png, raw_path, files)
         except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
             done = record.failed(error_text(exc))
         finally:
@@ -82,6 +87,7 @@ class Writer:
         if self.on_done is not None:
             self.on_done(record)
 
-    def close(self) -> None:
-        """Wait for every queued artefact to land."""
-        self._pool.shutdown(wait=True)
+    def close(self, cancel: bool = False) -> None:
+        """Wait for every queued artefact to land; with ``cancel``, only for those already being drawn (a stop:
+        the others are left for the next run)."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
