@@ -178,7 +178,7 @@ def test_sweep_with_a_failed_job_still_reports_the_rest(tmp_path, photo_dir):
     result = run_cli([*args, "predictions=false", f"hydra.sweep.dir={folder}"], cwd=tmp_path)
     assert result.returncode != 0
     statuses = {job: json.loads((folder / job / "job_status.json").read_text()) for job in ("0", "1")}
-    assert statuses["0"]["status"] == statuses["1"]["status"] == "FAILED"  # corrupt photo; unknown layer
+    assert (statuses["0"]["status"], statuses["1"]["status"]) == ("FAILED", "REFUSED")  # corrupt photo; unknown layer
     assert "no_such_layer" in statuses["1"]["error"]
     records = [json.loads(line) for line in (folder / "index.jsonl").read_text().splitlines()]
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*.png")}
@@ -186,7 +186,7 @@ def test_sweep_with_a_failed_job_still_reports_the_rest(tmp_path, photo_dir):
     failed = [r for r in records if r["status"] == "failed"]
     assert [r["image_label"] for r in failed] == ["corrupt"]
     page = (folder / "index.html").read_text(encoding="utf-8")
-    assert "Failures: 1 artefact(s), 2 job(s)" in page
+    assert "Failures: 1 artefact(s), 1 job(s)" in page and "REFUSED" in page
     assert "image failed to load" in page and "no_such_layer" in page
 
 

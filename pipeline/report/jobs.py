@@ -55,7 +55,8 @@ class Job:
 
     @property
     def state(self) -> str:
-        """COMPLETED / FAILED from the callback, else run.json's running / finished, else unknown."""
+        """COMPLETED / FAILED / REFUSED / INTERRUPTED from the callback, else run.json's running / finished /
+        refused / interrupted, else unknown."""
         return str(self.status.get("status") or self.run.get("status") or "unknown")
 
 
