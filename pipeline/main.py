@@ -16,7 +16,7 @@ from pipeline.engine import run
 from pipeline.errors import UserError
 from pipeline.output.files import write_json
 from pipeline.plan import make_plan
-from pipeline.status import REFUSED, Interrupted, interrupted_code, interruptible, remember_exit, stop_on_signals
+from pipeline.status import REFUSED, Interrupted, interrupted_code, raise_if_stopped, remember_exit, stop_on_signals
 
 log = logging.getLogger("pipeline")
 
@@ -85,8 +85,8 @@ def _leave_note(cfg: DictConfig, info: dict) -> None:
 
 def _main(cfg: DictConfig) -> tuple[int, str | None]:
     """The job itself: its exit code, and for a run with failed artefacts the line that says so."""
-    with interruptible():
-        settings = settings_from(cfg)
+    settings = settings_from(cfg)
+    raise_if_stopped()
     for warning in settings.warnings:
         log.warning("%s%s", _job(), warning)
     if settings.list_layers:
@@ -95,8 +95,8 @@ def _main(cfg: DictConfig) -> tuple[int, str | None]:
         for model in settings.models:
             print(format_table(model, **settings.kwargs_for(model)))
         return 0, None
-    with interruptible():
-        plan = make_plan(settings)
+    plan = make_plan(settings)
+    raise_if_stopped()
     root = default_output_dir()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     files = {"config.resolved.yaml": OmegaConf.to_yaml(resolved).encode()}

@@ -18,7 +18,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(BaseException):
-    """A stop signal arrived; raised in the main thread, like KeyboardInterrupt, so every ``finally`` runs."""
+    """A stop signal arrived (raised by ``raise_if_stopped``; a BaseException, like KeyboardInterrupt, so that
+    no ``except Exception`` on the way takes it for a failed artefact)."""
 
     def __init__(self, signum: int) -> None:
         self.signum = int(signum)
@@ -75,18 +76,15 @@ def exit_code() -> int:
 
 
 class _Signals:
-    """Stop signals this process has received, and whether the code running now may be cut short by one."""
+    """The stop signals this process has received."""
 
     def __init__(self) -> None:
         self.received: list[int] = []
-        self.armed = False
 
     def handler(self, signum: int, frame: object) -> None:
         self.received.append(signum)
         if len(self.received) > 1:  # asked twice: stop now, as SIGKILL would (files stay whole, see below)
             os._exit(128 + signum)
-        if self.armed:
-            raise Interrupted(signum)
 
 
 _SIGNALS = _Signals()
@@ -97,14 +95,26 @@ def stop_requested() -> int | None:
     return _SIGNALS.received[0] if _SIGNALS.received else None
 
 
+def raise_if_stopped() -> None:
+    """A point where the run may stop: raise ``Interrupted`` if a stop signal has arrived.
+
+    The handler itself only notes the signal. An exception raised wherever the main thread happens to be (as
+    KeyboardInterrupt is) can leave a library's lock held (tqdm's ``refresh`` has no ``finally``), and the
+    cleanup would then wait on it forever; the engine calls this between pieces of work instead (before each
+    method output is queued, each batch and each model), which is often enough to stop within seconds.
+    """
+    if _SIGNALS.received:
+        raise Interrupted(_SIGNALS.received[0])
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Catch SIGINT and SIGTERM while the block runs; inside ``interruptible`` blocks they raise ``Interrupted``.
+    """Note SIGINT and SIGTERM while the block runs (``raise_if_stopped`` acts on them).
 
     A signal someone else handles (submitit's SIGTERM, which it logs and ignores so that its USR2 requeue can
-    run) or ignores (SIGINT in a background job) is left alone. Outside ``interruptible`` a signal is only
-    noted, so a run that is finishing finishes. A second signal ends the process at once, as SIGKILL would:
-    every file is still whole (writes are atomic) and a torn last manifest line is skipped when it is read.
+    run) or ignores (SIGINT in a background job) is left alone. A second signal ends the process at once, as
+    SIGKILL would: every file is still whole (writes are atomic) and a torn last manifest line is skipped when
+    it is read.
     """
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -118,15 +128,3 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for signum, current in previous.items():
             signal.signal(signum, current)
-
-
-@contextmanager
-def interruptible() -> Iterator[None]:
-    """A block a stop signal may cut short (raising ``Interrupted``); a signal that came before it raises at once."""
-    if _SIGNALS.received:
-        raise Interrupted(_SIGNALS.received[0])
-    armed, _SIGNALS.armed = _SIGNALS.armed, True
-    try:
-        yield
-    finally:
-        _SIGNALS.armed = armed

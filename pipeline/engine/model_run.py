@@ -28,6 +28,7 @@ from pipeline.output.record import Record
 from pipeline.output.writer import Writer, error_text
 from pipeline.plan import ArtefactKey, ModelPlan, Plan
 from pipeline.render.figures import draw, header_lines, input_tile
+from pipeline.status import raise_if_stopped
 
 log = logging.getLogger("pipeline.engine")
 
@@ -145,7 +146,10 @@ class ModelRun:
         )
 
     def emit(self, images: list[Path], method: Method, outputs: list[Output]) -> None:
-        """Queue the pictures of fresh outputs; an output whose artefact is already verified is dropped."""
+        """Queue the pictures of fresh outputs; an output whose artefact is already verified is dropped.
+
+        Called after each method's work on a layer (or per image batch): the place a stop signal takes effect."""
+        raise_if_stopped()
         font_px = self.settings.font_px
         for output in outputs:
             image = None if output.image is None else images[output.image]
@@ -188,6 +192,7 @@ class ModelRun:
         started = time.perf_counter()
         try:
             self.loaded = pending.result()
+            raise_if_stopped()
         except Exception as exc:  # noqa: BLE001 - one model failing must not sink the sweep
             error = error_text(exc)
             log.error("%s failed: %s", self.mp.name, error)
@@ -233,6 +238,7 @@ class ModelRun:
 
     def batch(self, images: list[Path]) -> None:
         """One batch: its forward and every method; only artefacts not yet verified are written."""
+        raise_if_stopped()
         try:
             read = [(image, self._read(image)) for image in images]
             kept = [image for image, tensor in read if tensor is not None]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from tqdm import TqdmWarning
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.config import Settings
@@ -35,7 +36,7 @@ from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
 from pipeline.output.writer import Writer, error_text, first_line
 from pipeline.plan import ArtefactKey, ModelPlan, Plan
-from pipeline.status import FAILED, OK, interrupted_code, interruptible
+from pipeline.status import FAILED, OK, interrupted_code, raise_if_stopped
 
 log = logging.getLogger("pipeline.engine")
 PACKAGES = ("torch", "torchvision", "hydra-core", "omegaconf", "matplotlib", "pillow", "numpy", "tqdm")
@@ -103,6 +104,8 @@ def _warnings_logged() -> Iterator[None]:
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, TqdmWarning):  # raised inside the bar's own drawing, under tqdm's lock: not ours
+            return
         logging.getLogger("py.warnings").warning("%s: %s", category.__name__, first_line(message))
 
     warnings.showwarning = show
@@ -232,11 +235,11 @@ def _sweep(settings: Settings, plan: Plan, root: Path, config: dict | None, resu
             on_done=lambda _record: progress.advance(PICTURE, 1),
         )
         try:
-            with interruptible():
-                for model_run, (_, pending) in zip(todo, loaded_ahead([r.mp for r in todo], settings), strict=True):
-                    model_run.writer, model_run.progress, model_run.after_batch = writer, progress, checkpoint
-                    progress.at_model(model_run.mp.name)
-                    model_run.run(pending)
+            raise_if_stopped()
+            for model_run, (_, pending) in zip(todo, loaded_ahead([r.mp for r in todo], settings), strict=True):
+                model_run.writer, model_run.progress, model_run.after_batch = writer, progress, checkpoint
+                progress.at_model(model_run.mp.name)
+                model_run.run(pending)
         except BaseException as exc:
             stop = exc
             raise
