@@ -29,7 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from pipeline.config import Settings
 from pipeline.engine.model_run import ModelRun, make_record, png_path
 from pipeline.engine.progress import PICTURE, Progress
-from pipeline.engine.resume import MANIFEST, Resumed, check_same_settings, read_json, resume
+from pipeline.engine.resume import MANIFEST, Expect, Resumed, check_same_settings, read_json, resume
 from pipeline.models.registry import LoadedModel, load_model
 from pipeline.output.files import exclusive, write_bytes, write_json
 from pipeline.output.manifest import Manifest
@@ -130,7 +130,10 @@ def _ending(summary: Summary, stop: BaseException | None) -> None:
 
 
 def _run_info(summary: Summary, info: dict, stop: BaseException | None) -> dict:
-    info = {**info, "status": summary.status, "exit_code": summary.exit_code, "counts": summary.counts()}
+    """run.json's content: how the run stands or ended (an exit code only once it has one), counts, failures."""
+    info = {**info, "status": summary.status, "counts": summary.counts()}
+    if summary.status != "running":
+        info["exit_code"] = summary.exit_code
     if summary.stopped_by:
         info["stopped_by"] = summary.stopped_by
     if summary.status == "crashed":
@@ -166,7 +169,8 @@ def run(
         return _sweep(settings, plan, root, config, resumed)
 
 
-def _expect(plan: Plan, settings: Settings):
+def _expect(plan: Plan, settings: Settings) -> Expect:
+    """For resume: the record, png and raw path this run would write for an artefact."""
     models = {mp.name: mp for mp in plan.models}
     methods = {m.name: m for m in plan.methods}
 
