@@ -98,8 +98,9 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
 
 
 def _eight_bit(values: np.ndarray, mode: str) -> np.ndarray:
-    """16-bit, 32-bit and float grayscale to uint8 as a viewer shows it: the format's full range maps to 0-255
-    (65535 for 16-bit, 1.0 or 255 for floats that stay within them); any other range is stretched min to max."""
+    """16-bit, 32-bit and float grayscale to uint8 as a viewer shows it: 16-bit files over 0-65535; 32-bit
+    integers over 0-255 or 0-65535 and floats over 0-1 or 0-255 when their values fit; any other range is
+    stretched from its minimum to its maximum."""
     v = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
     if mode.startswith("I;16"):

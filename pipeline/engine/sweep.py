@@ -156,6 +156,7 @@ def run(
 
     Raises UserError when ``root`` holds a run made with other settings or another run is writing into it, and
     re-raises what stopped the run (``Interrupted``, SystemExit) once ``run.json`` says so."""
+    started = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root / ".run.lock", f"another run is writing into {root} right now"):
         previous = read_json(root / "run.json")
@@ -166,7 +167,7 @@ def run(
             resumed = resume(root, plan, _expect(plan, settings), previous)
         for name, data in (files or {}).items():
             write_bytes(root / name, data)
-        return _sweep(settings, plan, root, config, resumed)
+        return _sweep(settings, plan, root, config, resumed, started)
 
 
 def _expect(plan: Plan, settings: Settings) -> Expect:
@@ -183,8 +184,9 @@ def _expect(plan: Plan, settings: Settings) -> Expect:
     return expect
 
 
-def _sweep(settings: Settings, plan: Plan, root: Path, config: dict | None, resumed: Resumed) -> Summary:
-    started = time.perf_counter()
+def _sweep(
+    settings: Settings, plan: Plan, root: Path, config: dict | None, resumed: Resumed, started: float
+) -> Summary:
     summary = Summary(planned=plan.count(), skipped=len(resumed.verified))
     known = resumed.predictions if settings.predictions else {}
     labels = set(plan.labels.values())
