@@ -5,20 +5,27 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.config import register_configs
+from pipeline.config import listing_overrides, register_configs
 
 register_configs()  # every method's parameter defaults, from its Params dataclass, under its own key
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> int:
     from pipeline.main import main as run_pipeline
 
-    run_pipeline(cfg)
+    return run_pipeline(cfg)
 
 
 if __name__ == "__main__":
-    main()
-    from pipeline.main import exit_code
+    from pipeline.status import Interrupted, exit_code
 
+    sys.argv += listing_overrides(sys.argv[1:])  # list_layers=true writes no output folder
+    try:
+        main()
+    except Interrupted as exc:  # a sweep stopped by a signal (the stopped job has said so in one line)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:  # Ctrl-C before or between jobs: nothing was being written
+        print("stopped by SIGINT", file=sys.stderr)
+        sys.exit(130)
     sys.exit(exit_code())

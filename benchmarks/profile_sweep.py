@@ -68,6 +68,7 @@ SAMPLES: dict[str, object] = {}
 
 def instrument(timers: Timers) -> None:
     """Wrap the engine's collaborators in place (this process only; nothing on disk changes)."""
+    import pipeline.engine.model_run as model_run
     import pipeline.engine.shared as shared
     import pipeline.engine.sweep as sweep
     import pipeline.output.files as files
@@ -83,14 +84,14 @@ def instrument(timers: Timers) -> None:
     session.input_grads = timers.wrap("main: backward (GraphSession.input_grads)", session.input_grads)
     sweep.Writer.submit = timers.wrap("main: blocked in Writer.submit", sweep.Writer.submit)
 
-    original = sweep.draw
+    original = model_run.draw
 
     def figure(picture, header, *args, **kwargs):
         image = original(picture, header, *args, **kwargs)
         SAMPLES.setdefault(header[0].split(" · ")[1], image)
         return image
 
-    sweep.draw = timers.wrap("render: draw (compose a picture)", figure)
+    model_run.draw = timers.wrap("render: draw (compose a picture)", figure)
 
     write_bytes = files.write_bytes
     files.write_bytes = timers.wrap("render: file write + fsync", write_bytes)

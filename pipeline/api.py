@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from pipeline.config import register_configs, settings_from
-from pipeline.engine.sweep import Summary, run, sweep_models
+from pipeline.engine.sweep import run, sweep_models
 from pipeline.errors import UserError
 from pipeline.images import InMemoryImage, resolve_images
 from pipeline.models.custom import from_module
@@ -178,7 +178,7 @@ def visualize(
             resolved = OmegaConf.to_container(cfg, resolve=True)
             run(settings, plan, Path(out), config=resolved, observer=collector)
         else:
-            sweep_models(settings, plan, collector, Summary(planned=plan.count()))
+            sweep_models(settings, plan, collector)
     yield from collector.artefacts
 
 
@@ -199,8 +199,8 @@ def sweep(overrides: Iterable[str] = ()) -> SweepResult:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from pipeline.main import exit_code
     from pipeline.main import main as task
+    from pipeline.status import last_job
 
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF), job_name="run"):
@@ -210,7 +210,7 @@ def sweep(overrides: Iterable[str] = ()) -> SweepResult:
         summary = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         summary = {}
-    return SweepResult(folder, exit_code(), summary)
+    return SweepResult(folder, last_job()[0], summary)
 
 
 __all__ = ["Artefact", "SweepResult", "compose", "sweep", "visualize"]

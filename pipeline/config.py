@@ -38,6 +38,7 @@ SCALARS: dict[str, tuple[Any, dict]] = {
     "render_workers": (int, {"min": 1, "max": 64}),
     "png_compression": (int, {"min": 0, "max": 9}),
     "report": (bool, {}),
+    "max_image_pixels": (int, {"min": 1}),
 }
 
 
@@ -61,6 +62,7 @@ class Settings:
     render_workers: int
     backward_strategy: str
     font_px: int
+    max_image_pixels: int
     list_layers: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -235,6 +237,7 @@ def settings_from(cfg: DictConfig, models: list[CustomModel] | None = None) -> S
         render_workers=scalars["render_workers"],
         backward_strategy=scalars["backward_strategy"],
         font_px=font_px,
+        max_image_pixels=scalars["max_image_pixels"],
         list_layers=scalars["list_layers"],
         warnings=warnings,
     )
@@ -248,3 +251,25 @@ def default_output_dir() -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:
         return Path("outputs/manual")
+
+
+# With list_layers=true nothing may be written: no run folder, no .hydra/, no run.log, no report.
+LISTING_OVERRIDES = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=console", "report=false"]
+
+
+def listing_overrides(args: list[str]) -> list[str]:
+    """The Hydra overrides that keep ``list_layers=true`` (given on this command line) from writing any folder.
+
+    Hydra makes the run folder before the job starts, so this is decided from the command line, before Hydra runs;
+    a multirun or an unparsable line is left to Hydra as it is."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(arg in ("-m", "--multirun") for arg in args):
+        return []
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except HydraException:
+        return []
+    listing = [o.value() for o in overrides if o.key_or_group == "list_layers" and not o.is_sweep_override()]
+    return LISTING_OVERRIDES if listing and listing[-1] is True else []

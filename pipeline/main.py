@@ -1,23 +1,24 @@
-"""The plain function behind ``run.py``: config in, pictures and manifest out, a clear exit status."""
+"""The plain function behind ``run.py``: config in, pictures and manifest out, a clear exit status.
+
+Every outcome is said once, in one line, through logging (the console shows the message on stderr, run.log
+keeps it with a timestamp); stdout carries only ``list_layers`` tables. The exit codes are those of
+``pipeline.status``.
+"""
 
 from __future__ import annotations
 
 import logging
-import sys
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import default_output_dir, model_name, settings_from
 from pipeline.engine import run
 from pipeline.errors import UserError
-from pipeline.output.files import write_bytes
+from pipeline.output.files import write_json
 from pipeline.plan import make_plan
+from pipeline.status import REFUSED, Interrupted, interrupted_code, raise_if_stopped, remember_exit, stop_on_signals
 
 log = logging.getLogger("pipeline")
-
-
-class RunFailed(Exception):
-    """Some artefacts failed; they are listed in manifest.jsonl and run.json."""
 
 
 def _multirun() -> bool:
@@ -30,56 +31,100 @@ def _multirun() -> bool:
         return False
 
 
-_STATUS = {"exit_code": 0}
+def _job() -> str:
+    """In a multirun, which job a line is about ("job 3: "); nothing in a single run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        config = HydraConfig.get()
+        return f"job {config.job.num}: " if config.mode == RunMode.MULTIRUN else ""
+    except ValueError:
+        return ""
 
 
 def main(cfg: DictConfig) -> int:
-    """Run one job; return (and remember for ``exit_code``) 2 on bad input, 1 when artefacts failed.
+    """Run one job and return its exit code (also folded into ``pipeline.status.exit_code`` for run.py).
 
-    The error is printed as one line instead of raised, so Hydra still runs its end-of-job callbacks;
-    inside a multirun it is raised, so Hydra records the failed job and runs the others.
+    Refusals and stops are said in one line and returned, never raised, also in a multirun: Hydra then runs
+    its end-of-job callbacks (job status, report) and the sweep's other jobs.
     """
-    try:
-        code = _main(cfg)
-    except (UserError, RunFailed) as exc:
-        if _multirun():
-            raise
-        code = 2 if isinstance(exc, UserError) else 1
-        print(f"error: {exc}", file=sys.stderr)
-        log.error("%s", exc)
-    _STATUS["exit_code"] = code
+    reason = None
+    with stop_on_signals():
+        try:
+            code, reason = _main(cfg)
+        except UserError as exc:
+            code, reason = REFUSED, str(exc)
+            log.error("%s%s", _job(), exc)
+            _leave_note(cfg, {"status": "refused", "exit_code": code, "error": reason})
+        except (Interrupted, KeyboardInterrupt) as exc:
+            code, reason = interrupted_code(exc), f"stopped by {getattr(exc, 'name', 'SIGINT')}"
+            _say_stopped(exc, code, cfg)
+    remember_exit(code, reason)
     return code
 
 
-def exit_code() -> int:
-    """The status of the last job run in this process, for ``run.py`` to exit with after Hydra is done."""
-    return _STATUS["exit_code"]
+def _say_stopped(exc: BaseException, code: int, cfg: DictConfig) -> None:
+    summary = getattr(exc, "summary", None)
+    name = getattr(exc, "name", "SIGINT")
+    if summary is None:  # stopped before any work: nothing to resume
+        log.warning("%sstopped by %s before any artefact was made", _job(), name)
+        _leave_note(cfg, {"status": "interrupted", "exit_code": code, "stopped_by": name})
+        return
+    log.warning(
+        "%sstopped by %s: %d of %d artefacts in place in %s; run the same command again to resume",
+        _job(),
+        name,
+        summary.ok + summary.skipped,
+        summary.planned,
+        default_output_dir(),
+    )
 
 
-def _main(cfg: DictConfig) -> int:
+def _leave_note(cfg: DictConfig, info: dict) -> None:
+    """A small run.json for a job that made nothing, when Hydra made its folder (never over an earlier run's)."""
+    root = default_output_dir()
+    if not root.is_dir() or (root / "manifest.jsonl").exists():
+        return
+    try:
+        info["config"] = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - the config itself may be what was refused
+        info["config"] = None
+    write_json(root / "run.json", info)
+
+
+def _main(cfg: DictConfig) -> tuple[int, str | None]:
+    """The job itself: its exit code, and for a run with failed artefacts the line that says so."""
     settings = settings_from(cfg)
+    raise_if_stopped()
     for warning in settings.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        log.warning("%s%s", _job(), warning)
     if settings.list_layers:
         from pipeline.layers_table import format_table
 
         for model in settings.models:
             print(format_table(model, **settings.kwargs_for(model_name(model))))
-        return 0
+        return 0, None
     if not _multirun():
         settings.model_cache = 0  # no later job in this process can use a cached model
     plan = make_plan(settings)
+    raise_if_stopped()
     root = default_output_dir()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    write_bytes(root / "config.resolved.yaml", OmegaConf.to_yaml(resolved).encode())
-    summary = run(settings, plan, root, config=resolved)
-    message = f"{summary.ok} of {summary.planned} artefacts written to {root} in {summary.seconds:.1f}s"
+    files = {"config.resolved.yaml": OmegaConf.to_yaml(resolved).encode()}
+    summary = run(settings, plan, root, config=resolved, files=files)
+    done = f"in {summary.seconds:.1f}s"
+    if summary.skipped:
+        done = f"({summary.skipped} already there, {summary.ok} written) {done}"
     if summary.failed:
-        first = summary.failed[0]
-        raise RunFailed(
-            f"{len(summary.failed)} of {summary.planned} artefacts failed (see {root / 'manifest.jsonl'}); "
-            f"first: {first.model} {first.method} {first.layer} {first.image}: {first.error}. {message}."
+        reason = (
+            f"{len(summary.failed)} of {summary.planned} artefacts failed (each is listed with its reason in "
+            f"{root / 'manifest.jsonl'}); {summary.ok + summary.skipped} in place {done}"
         )
-    log.info("%s", message)
-    print(message)
-    return 0
+        log.error("%s%s", _job(), reason)
+        return summary.exit_code, reason
+    if summary.skipped:
+        log.info("%s%d of %d artefacts in %s %s", _job(), summary.ok + summary.skipped, summary.planned, root, done)
+    else:
+        log.info("%s%d of %d artefacts written to %s %s", _job(), summary.ok, summary.planned, root, done)
+    return summary.exit_code, None

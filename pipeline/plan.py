@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.config import Settings
 from pipeline.errors import UserError
-from pipeline.images import image_labels, resolve_images
+from pipeline.images import image_labels, image_names, resolve_images
 from pipeline.methods.base import Method, ModelInfo, Scope
 from pipeline.models.custom import CustomModel
 from pipeline.models.layers import ConvLayer, conv_layers, select_layers
@@ -53,8 +53,12 @@ class Plan:
 
     models: list[ModelPlan]
     images: list[Path]
-    labels: dict[Path, str]
+    labels: dict[Path, str]  # file-name safe and unique: part of each PNG's name
     methods: list[Method]
+    names: dict[Path, str] = field(default_factory=dict)  # as the files are named (unicode kept): for people
+
+    def name(self, image: Path) -> str:
+        return self.names.get(image) or self.labels[image]
 
     def image_methods(self) -> list[Method]:
         """Methods that need images (everything but per-layer ones such as filters)."""
@@ -122,4 +126,6 @@ def make_plan(
         for model in models:
             if model.custom is None:
                 ensure_available(model.name, model.weights, download)
-    return Plan(models=models, images=images, labels=image_labels(images), methods=settings.methods)
+    return Plan(
+        models=models, images=images, labels=image_labels(images), methods=settings.methods, names=image_names(images)
+    )

@@ -44,7 +44,8 @@ def test_a_run_writes_pictures_raw_arrays_and_a_manifest_and_is_reproducible(tmp
             assert raw.shape[0] == len(r["channels"]) == 8
     assert {r["png"] for r in records} == set(pngs(out))
     run = json.loads((out / "run.json").read_text())
-    assert run["status"] == "finished" and run["counts"] == {"planned": 18, "ok": 18, "failed": 0}
+    assert run["status"] == "finished" and run["exit_code"] == 0
+    assert run["counts"] == {"planned": 18, "skipped": 0, "ok": 18, "failed": 0, "remaining": 0}
     assert set(run["predictions"]["alexnet"]) == {"synthetic_0", "synthetic_1"}
     assert len(run["predictions"]["alexnet"]["synthetic_0"]) == 5
     assert run["config"]["models"] == ["alexnet"] and "torch" in run["versions"]

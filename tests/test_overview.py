@@ -220,7 +220,7 @@ def test_alexnet_and_resnet18_overviews_and_models_side_by_side(tmp_path, photo_
     for job, (model, layers) in enumerate((("alexnet", 5), ("resnet18", 20))):
         lines = [json.loads(line) for line in (folder / str(job) / "manifest.jsonl").read_text().splitlines()]
         (record,) = [r for r in lines if r["method"] == "overview"]
-        assert record["status"] == "ok" and record["model"] == model and record["files"] == ["gif", "stats"]
+        assert record["status"] == "ok" and record["model"] == model and record["attached"] == ["gif", "stats"]
         assert Image.open(folder / str(job) / record["gif"]).n_frames == layers  # one frame per conv layer
         assert Image.open(folder / str(job) / record["png"]).height > 5 * 72
         assert Image.open(folder / str(job) / record["stats"]).format == "PNG"

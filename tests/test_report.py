@@ -125,7 +125,7 @@ def test_light_index_links_model_pages_whose_chunks_hold_every_artefact(tmp_path
     report = walk_report(tmp_path)
     assert report.broken() == []
     assert report.targets(".png", "href") == pngs_on_disk(tmp_path)  # every PNG reachable, full size
-    assert {p.name for p in report.pages} == {"index.html", "resnet18.html", "alexnet.html"}
+    assert {p.name for p in report.pages} == {"index.html", "compare.html", "resnet18.html", "alexnet.html"}
     assert len(report.chunks) == 2
     chunk = read_chunk(tmp_path / "report" / "jobs" / "0" / "resnet18.js")
     assert chunk["id"] == "j-0"
@@ -379,7 +379,7 @@ def test_sweep_with_a_failed_job_still_reports_the_rest(tmp_path, photo_dir):
     result = run_cli([*args, "predictions=false", f"hydra.sweep.dir={folder}"], cwd=tmp_path)
     assert result.returncode != 0
     statuses = {job: json.loads((folder / job / "job_status.json").read_text()) for job in ("0", "1")}
-    assert statuses["0"]["status"] == statuses["1"]["status"] == "FAILED"  # corrupt photo; unknown layer
+    assert (statuses["0"]["status"], statuses["1"]["status"]) == ("FAILED", "REFUSED")  # corrupt photo; unknown layer
     assert "no_such_layer" in statuses["1"]["error"]
     # Hydra skips on_multirun_end after a failed job: each job's own rebuild made all of this
     records = [json.loads(line) for line in (folder / "index.jsonl").read_text().splitlines()]
@@ -389,7 +389,7 @@ def test_sweep_with_a_failed_job_still_reports_the_rest(tmp_path, photo_dir):
     failed = [r for r in records if r["status"] == "failed"]
     assert [r["image_label"] for r in failed] == ["corrupt"]
     page = (folder / "index.html").read_text(encoding="utf-8")
-    assert "Failures: 1 artefact(s), 2 job(s)" in page
+    assert "Failures: 1 artefact(s), 2 job(s)" in page and "REFUSED" in page  # job 0 exited 1: it failed too
     assert "image failed to load" in page and "no_such_layer" in page
     report = walk_report(folder)
     assert report.broken() == [] and report.targets(".png", "href") == pngs_on_disk(folder)

@@ -2,42 +2,41 @@
 methods, then its image batches; each method output becomes a PNG (and .npy) with a manifest line.
 
 A failing artefact, image, batch or model is recorded against the plan's own list of artefacts and the run
-goes on. ``run.json`` is written when the run starts and rewritten when it ends.
+goes on. A folder that already holds a run is resumed (``resume``): artefacts verified on disk are skipped, and
+a model or batch with nothing left to make is not even loaded or run. Batches always hold the same images, so
+a redone artefact has the same bytes as in an uninterrupted run. ``run.json`` is written when the run starts,
+after every batch, and when it ends, also when a signal stops it (``pipeline.status``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import socket
 import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import torch
-from tqdm import TqdmWarning, tqdm
-
-with warnings.catch_warnings():  # in a notebook without ipywidgets, tqdm.auto warns on import; the bar is plain text
-    warnings.simplefilter("ignore", TqdmWarning)
-    from tqdm.contrib.logging import logging_redirect_tqdm
+from tqdm import TqdmWarning
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.config import Settings
-from pipeline.engine.shared import Batch
-from pipeline.engine.work import BatchWork, layer_outputs
-from pipeline.images import prepare
-from pipeline.methods.base import Method, ModelInfo, Output, Scope
-from pipeline.models.custom import normalization
+from pipeline.engine.model_run import ModelRun, make_record, png_path
+from pipeline.engine.progress import PICTURE, Progress
+from pipeline.engine.resume import MANIFEST, Expect, Resumed, check_same_settings, read_json, resume
 from pipeline.models.registry import LoadedModel, load_model
-from pipeline.output.files import safe_name, write_json
+from pipeline.output.files import exclusive, write_bytes, write_json
 from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
-from pipeline.output.writer import Writer, error_text
+from pipeline.output.writer import Writer, error_text, first_line
 from pipeline.plan import ArtefactKey, ModelPlan, Plan
-from pipeline.render.extras import file_bytes
-from pipeline.render.figures import draw, header_lines, input_tile
+from pipeline.status import FAILED, OK, interrupted_code, raise_if_stopped
 
 log = logging.getLogger("pipeline.engine")
 PACKAGES = ("torch", "torchvision", "hydra-core", "omegaconf", "matplotlib", "pillow", "numpy", "tqdm")
@@ -45,13 +44,31 @@ PACKAGES = ("torch", "torchvision", "hydra-core", "omegaconf", "matplotlib", "pi
 
 @dataclass
 class Summary:
-    """What a run produced: counts, failures, and the top-5 predictions per model and image."""
+    """What a run produced: counts, failures, the top-5 predictions per model and image, and how it ended."""
 
     planned: int
-    ok: int = 0
+    ok: int = 0  # written by this run
+    skipped: int = 0  # already in the folder, verified
     failed: list[Record] = field(default_factory=list)
     predictions: dict = field(default_factory=dict)
     seconds: float = 0.0
+    status: str = "running"  # finished | interrupted | crashed
+    stopped_by: str | None = None
+    exit_code: int = OK
+
+    @property
+    def remaining(self) -> int:
+        """Artefacts neither in place nor failed (a stopped run's unfinished work)."""
+        return max(0, self.planned - self.ok - self.skipped - len(self.failed))
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "planned": self.planned,
+            "skipped": self.skipped,
+            "ok": self.ok,
+            "failed": len(self.failed),
+            "remaining": self.remaining,
+        }
 
 
 def versions() -> dict[str, str]:
@@ -63,198 +80,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
-
-
-def model_info(loaded: LoadedModel, plan: ModelPlan) -> ModelInfo:
-    mean, std = normalization(loaded.transform)
-    return ModelInfo(loaded.name, tuple(loaded.categories), mean, std, plan.num_classes)
-
-
-@dataclass
-class Drawing:
-    """One artefact's pictures, drawn when called (on a render thread): (PNG image, exact array, extra files)."""
-
-    output: Output
-    header: list[str]
-    font_px: int = 12
-
-    @property
-    def array(self):
-        return self.output.array
-
-    def __call__(self):
-        files = {name: file_bytes(item, self.font_px) for name, item in self.output.files.items()}
-        return draw(self.output.picture, self.header, self.font_px), self.output.array, files
-
-
-@dataclass
-class ModelRun:
-    """One model's share of a run: turns method outputs into records and files, and failures into records."""
-
-    settings: Settings
-    plan: Plan
-    mp: ModelPlan
-    writer: Writer
-    summary: Summary
-    done: set[ArtefactKey] = field(default_factory=set)
-    loaded: LoadedModel | None = None
-
-    # --- records and files ----------------------------------------------------------------------------------------
-    def record(self, method: Method, layer: str | None, image: Path | None, output: Output | None = None) -> Record:
-        index = next((item.index for item in self.mp.layers if item.name == layer), None)
-        params = method.manifest_params()
-        extra = {}
-        if output is not None:
-            params.update(output.params)
-            extra = output.fields
-        return Record(
-            model=self.mp.name,
-            weights=self.mp.weights.label,
-            random_weights=self.mp.weights.random,
-            layer=layer,
-            layer_index=index,
-            method=method.name,
-            image=None if image is None else str(image),
-            image_label=None if image is None else self.plan.labels[image],
-            params=params,
-            model_kwargs=self.mp.kwargs,
-            extra=extra,
-        )
-
-    def png_path(self, method: Method, layer: str | None, image: Path | None) -> str:
-        stem = safe_name(layer) if layer is not None else method.image_stem()
-        if image is not None:
-            stem = f"{stem}__{self.plan.labels[image]}"
-        return f"{safe_name(self.mp.name)}/{method.name}/{stem}.png"
-
-    def header(self, method: Method, output: Output, image: Path | None) -> list[str]:
-        layer = next((item for item in self.mp.layers if item.name == output.layer), None)
-        where = output.picture.where or (f"layer {layer.name} ({layer.describe()})" if layer else "")
-        label = self.mp.weights.label
-        weights = label.upper() if self.mp.weights.random else label
-        flag = getattr(self.loaded.module, "transform_input", None) if self.loaded else None
-        if flag is not None:  # googlenet / inception_v3: say how the input was transformed
-            weights += f" (transform_input={flag})"
-        return header_lines(
-            self.mp.name,
-            method.name,
-            where,
-            weights,
-            None if image is None else self.plan.labels[image],
-            output.picture.header,
-        )
-
-    def emit(self, images: list[Path], method: Method, outputs: list[Output]) -> None:
-        font_px = self.settings.font_px
-        for output in outputs:
-            image = None if output.image is None else images[output.image]
-            key = ArtefactKey(self.mp.name, method.name, output.layer, image)
-            if key in self.done:  # already recorded (e.g. failed while a per-image method gathered its layers)
-                continue
-            self.done.add(key)
-            drawing = Drawing(output, self.header(method, output, image), font_px)
-            self.writer.submit(
-                self.record(method, output.layer, image, output), self.png_path(method, output.layer, image), drawing
-            )
-
-    def fail_keys(self, keys, error: str) -> None:
-        methods = {m.name: m for m in self.plan.methods}
-        for key in keys:
-            if key not in self.done:
-                self.done.add(key)
-                self.writer.fail(self.record(methods[key.method], key.layer, key.image), error)
-
-    def fail_method(self, images: list[Path], method: Method, layer: str | None, exc: BaseException) -> None:
-        error = error_text(exc)
-        log.error("%s %s %s failed: %s", self.mp.name, method.name, layer or "", error)
-        if method.scope is Scope.LAYER:
-            keys = [ArtefactKey(self.mp.name, method.name, layer, None)]
-        else:
-            keys = [ArtefactKey(self.mp.name, method.name, layer, image) for image in images]
-        self.fail_keys(keys, error)
-
-    # --- the work -------------------------------------------------------------------------------------------------
-    def run(self, pending: Future[LoadedModel]) -> None:
-        started = time.perf_counter()
-        try:
-            self.loaded = pending.result()
-        except Exception as exc:  # noqa: BLE001 - one model failing must not sink the sweep
-            error = error_text(exc)
-            log.error("%s failed: %s", self.mp.name, error)
-            self.fail_keys(self.plan.artefacts(self.mp), error)
-            return
-        log.info(
-            "%s: %d conv layers, weights %s, ready after %.1fs",
-            self.mp.name,
-            len(self.mp.layers),
-            self.mp.weights.label,
-            time.perf_counter() - started,
-        )
-        module = self.loaded.module
-        for method in self.plan.methods:
-            if method.scope is Scope.LAYER:
-                layer_outputs(
-                    method,
-                    module,
-                    self.mp.layers,
-                    lambda m, outs: self.emit([], m, outs),
-                    lambda m, layer, exc: self.fail_method([], m, layer, exc),
-                )
-        if self.plan.image_methods() or self.settings.predictions:
-            images, size = self.plan.images, self.settings.batch_size
-            for start in range(0, len(images), size):
-                self.batch(images[start : start + size])
-
-    def batch(self, images: list[Path]) -> None:
-        loaded = self.loaded
-        tensors, kept = [], []
-        for image in images:
-            try:
-                tensors.append(prepare(image, loaded.transform))
-                kept.append(image)
-            except Exception as exc:  # noqa: BLE001 - a bad image fails only its own artefacts
-                log.warning("image %s failed to load: %s", image, exc)
-                self.fail_keys(self.plan.artefacts(self.mp, [image]), f"image failed to load: {error_text(exc)}")
-        if not kept:
-            return
-        info = model_info(loaded, self.mp)
-        x = torch.stack(tensors).to(loaded.device)
-        sources = [input_tile(t, info.mean, info.std) for t in tensors]
-        batch = Batch(info, x, sources, [self.plan.labels[i] for i in kept], seed=self.settings.seed)
-        work = BatchWork(
-            loaded.module,
-            self.mp.layers,
-            self.plan.image_methods(),
-            emit=lambda m, outs: self.emit(kept, m, outs),
-            fail=lambda m, layer, exc: self.fail_method(kept, m, layer, exc),
-            want_logits=self.settings.predictions,
-            strategy=self.settings.backward_strategy,
-        )
-        try:
-            logits = work.run(batch)
-            self.predictions(logits, kept)
-        except Exception as exc:  # noqa: BLE001 - fail what is left of this batch, keep the rest of the run
-            error = error_text(exc)
-            log.error("%s: batch of %d image(s) failed: %s", self.mp.name, len(kept), error)
-            self.fail_keys(self.plan.artefacts(self.mp, kept), error)
-
-    def predictions(self, logits: torch.Tensor | None, images: list[Path]) -> None:
-        """Top-5 ImageNet classes per image, for models whose logits are ImageNet's classes."""
-        categories = self.loaded.categories
-        if logits is None or not self.settings.predictions or len(categories) != logits.shape[1]:
-            return
-        probs = torch.softmax(logits.detach().float(), dim=1).cpu()
-        top = torch.topk(probs, min(5, probs.shape[1]), dim=1)
-        table = self.summary.predictions.setdefault(self.mp.name, {})
-        for i, image in enumerate(images):
-            table[self.plan.labels[image]] = [
-                {
-                    "class_index": int(c),
-                    "class_name": categories[int(c)],
-                    "prob": round(float(p), 5),
-                }
-                for p, c in zip(top.values[i], top.indices[i], strict=True)
-            ]
 
 
 def loaded_ahead(models: list[ModelPlan], settings: Settings) -> Iterator[tuple[ModelPlan, Future[LoadedModel]]]:
@@ -274,13 +99,55 @@ def loaded_ahead(models: list[ModelPlan], settings: Settings) -> Iterator[tuple[
             yield mp, current
 
 
-def sweep_models(settings: Settings, plan: Plan, sink, summary: Summary, on_model=None) -> None:
-    """Every model of ``plan`` through ``sink`` (``submit(record, png, figure)`` and ``fail(record, error)``:
-    the file Writer, or the Python API's in-memory collector), the next model loading while one works."""
-    for mp, pending in loaded_ahead(plan.models, settings):
-        if on_model is not None:
-            on_model(mp)
-        ModelRun(settings, plan, mp, sink, summary).run(pending)
+@contextmanager
+def _warnings_logged() -> Iterator[None]:
+    """Library warnings go through logging, in one line each, so they are redirected around the bar like every
+    other line (Python would print them with a source line straight to stderr)."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, TqdmWarning):  # raised inside the bar's own drawing, under tqdm's lock: not ours
+            return
+        logging.getLogger("py.warnings").warning("%s: %s", category.__name__, first_line(message))
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def _ending(summary: Summary, stop: BaseException | None) -> None:
+    """Fill in how the run ended: finished, interrupted (a signal, or the scheduler's requeue) or crashed."""
+    if stop is None:
+        summary.status, summary.exit_code = "finished", FAILED if summary.failed else OK
+    elif interrupted_code(stop) is not None:
+        summary.status, summary.exit_code = "interrupted", interrupted_code(stop)
+        summary.stopped_by = getattr(stop, "name", "SIGINT")
+    elif isinstance(stop, SystemExit):  # submitit's requeue handler exits the job process from a signal
+        summary.status, summary.stopped_by = "interrupted", f"exit {stop.code} (job scheduler)"
+        summary.exit_code = stop.code if isinstance(stop.code, int) else FAILED
+    else:
+        summary.status, summary.exit_code = "crashed", FAILED
+
+
+def _run_info(summary: Summary, info: dict, stop: BaseException | None) -> dict:
+    """run.json's content: how the run stands or ended (an exit code only once it has one), counts, failures."""
+    info = {**info, "status": summary.status, "counts": summary.counts()}
+    if summary.status != "running":
+        info["exit_code"] = summary.exit_code
+    if summary.stopped_by:
+        info["stopped_by"] = summary.stopped_by
+    if summary.status == "crashed":
+        info["error"] = error_text(stop)
+    info["failures"] = [
+        {"model": r.model, "layer": r.layer, "method": r.method, "image": r.image, "error": r.error}
+        for r in summary.failed
+    ]
+    info["predictions"] = summary.predictions
+    if summary.seconds:
+        info["seconds"] = summary.seconds
+    return info
 
 
 class Tee:
@@ -298,15 +165,105 @@ class Tee:
         self.writer.fail(record, error)
 
 
-def run(settings: Settings, plan: Plan, root: Path, config: dict | None = None, observer=None) -> Summary:
-    """Produce every artefact of ``plan`` under ``root``; never raises for a failing artefact.
+class _Quiet:
+    """Progress for runs with no bar (the Python API in memory)."""
 
-    ``observer`` (a sink like the Writer) also sees every artefact as it is made."""
-    root.mkdir(parents=True, exist_ok=True)
+    def advance(self, cost: float, artefacts: int = 0) -> None:
+        pass
+
+    def at_model(self, name: str) -> None:
+        pass
+
+
+def sweep_models(settings: Settings, plan: Plan, sink) -> Summary:
+    """Every model of ``plan`` through ``sink`` (``submit(record, png, figure)`` and ``fail(record, error)``), with
+    no files, no resume and no bar: the Python API's in-memory path, on the same ModelRun as a sweep."""
     summary = Summary(planned=plan.count())
+    runs = [
+        ModelRun(settings, plan, mp, writer=sink, progress=_Quiet(), predicted=summary.predictions)
+        for mp in plan.models
+    ]
+    for model_run, (_, pending) in zip(runs, loaded_ahead(plan.models, settings), strict=True):
+        model_run.run(pending)
+    summary.status = "finished"
+    return summary
+
+
+def run(
+    settings: Settings,
+    plan: Plan,
+    root: Path,
+    config: dict | None = None,
+    files: dict[str, bytes] | None = None,
+    observer=None,
+) -> Summary:
+    """Produce every artefact of ``plan`` under ``root`` (resuming what an earlier run left there), plus ``files``
+    (e.g. the resolved config) once the folder is known to be this run's; never raises for a failing artefact.
+    ``observer`` (a sink like the Writer) also sees every artefact as it is made.
+
+    Raises UserError when ``root`` holds a run made with other settings or another run is writing into it, and
+    re-raises what stopped the run (``Interrupted``, SystemExit) once ``run.json`` says so."""
     started = time.perf_counter()
-    info = {"status": "running", "config": config, "versions": versions(), "device": settings.device}
-    write_json(root / "run.json", info)
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive(root / ".run.lock", f"another run is writing into {root} right now"):
+        previous = read_json(root / "run.json")
+        resumed = Resumed()
+        if (root / MANIFEST).is_file():
+            if config is not None:
+                check_same_settings(root, previous, config, settings.device)
+            resumed = resume(root, plan, _expect(plan, settings), previous)
+        for name, data in (files or {}).items():
+            write_bytes(root / name, data)
+        return _sweep(settings, plan, root, config, resumed, started, observer)
+
+
+def _expect(plan: Plan, settings: Settings) -> Expect:
+    """For resume: the record, png and raw path this run would write for an artefact."""
+    models = {mp.name: mp for mp in plan.models}
+    methods = {m.name: m for m in plan.methods}
+
+    def expect(key: ArtefactKey) -> tuple[Record, str, str | None]:
+        mp, method = models[key.model], methods[key.method]
+        png = png_path(plan, mp, method, key.layer, key.image)
+        raw = str(Path(png).with_suffix(".npy")) if settings.save_raw else None
+        return make_record(plan, mp, method, key.layer, key.image), png, raw
+
+    return expect
+
+
+def _sweep(
+    settings: Settings, plan: Plan, root: Path, config: dict | None, resumed: Resumed, started: float, observer=None
+) -> Summary:
+    summary = Summary(planned=plan.count(), skipped=len(resumed.verified))
+    known = resumed.predictions if settings.predictions else {}
+    labels = set(plan.labels.values())
+    for mp in plan.models:
+        carried = {k: v for k, v in (known.get(mp.name) or {}).items() if k in labels}
+        if carried:
+            summary.predictions[mp.name] = carried
+    told: set = set()
+    runs = [
+        ModelRun(
+            settings,
+            plan,
+            mp,
+            predicted=summary.predictions,
+            verified=frozenset(k for k in resumed.verified if k.model == mp.name),
+            known_predictions=summary.predictions.get(mp.name, {}),
+            told=told,
+        )
+        for mp in plan.models
+    ]
+    todo = [r for r in runs if r.needs_load()]
+    info = {
+        "status": "running",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "config": config,
+        "versions": versions(),
+        "device": settings.device,
+    }
+    write_json(root / "run.json", {**info, "counts": summary.counts()})
     log.info(
         "planned %d artefacts: %d model(s), %d image(s), methods %s",
         summary.planned,
@@ -314,33 +271,39 @@ def run(settings: Settings, plan: Plan, root: Path, config: dict | None = None, 
         len(plan.images),
         ", ".join(m.name for m in plan.methods),
     )
-    with Manifest(root / "manifest.jsonl") as manifest, logging_redirect_tqdm():
-        bar = tqdm(total=summary.planned, unit="png", desc="artefacts", dynamic_ncols=True, mininterval=0.5)
+    stop: BaseException | None = None
+    with Manifest(root / MANIFEST) as manifest, logging_redirect_tqdm(), _warnings_logged():
+
+        def checkpoint() -> None:
+            summary.ok, summary.failed = manifest.ok, list(manifest.failed)
+            write_json(root / "run.json", _run_info(summary, info, None))
+
+        progress = Progress(sum(r.cost() for r in todo), summary.planned, summary.skipped)
         writer = Writer(
             root,
             manifest,
             settings.save_raw,
             settings.render_workers,
             settings.png_compression,
-            on_done=lambda _r: bar.update(1),
+            on_done=lambda _record: progress.advance(PICTURE, 1),
         )
         sink = writer if observer is None else Tee(writer, observer)
         try:
-            sweep_models(settings, plan, sink, summary, on_model=lambda mp: bar.set_postfix_str(mp.name))
+            raise_if_stopped()
+            for model_run, (_, pending) in zip(todo, loaded_ahead([r.mp for r in todo], settings), strict=True):
+                model_run.writer, model_run.progress, model_run.after_batch = sink, progress, checkpoint
+                progress.at_model(model_run.mp.name)
+                model_run.run(pending)
+        except BaseException as exc:
+            stop = exc
+            raise
         finally:
-            writer.close()
-            bar.close()
-        summary.ok, summary.failed = manifest.ok, list(manifest.failed)
-    summary.seconds = round(time.perf_counter() - started, 2)
-    info.update(
-        status="finished",
-        counts={"planned": summary.planned, "ok": summary.ok, "failed": len(summary.failed)},
-        failures=[
-            {"model": r.model, "layer": r.layer, "method": r.method, "image": r.image, "error": r.error}
-            for r in summary.failed
-        ],
-        predictions=summary.predictions,
-        seconds=summary.seconds,
-    )
-    write_json(root / "run.json", info)
+            writer.close(cancel=stop is not None)  # a stop waits only for pictures already being drawn
+            progress.close()
+            summary.ok, summary.failed = manifest.ok, list(manifest.failed)
+            summary.seconds = round(time.perf_counter() - started, 2)
+            _ending(summary, stop)
+            write_json(root / "run.json", _run_info(summary, info, stop))
+            if stop is not None:
+                stop.summary = summary  # for the one line that tells the user
     return summary

@@ -7,8 +7,11 @@ read with ``weights_only=True``. Random initialisation happens only for ``weight
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import threading
 import urllib.parse
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,8 @@ from pipeline.errors import UserError, closest
 from pipeline.models import lite0
 
 LITE0 = "efficientnet_lite0"
+# torch.load's advice on a pickle protocol it was not written with; a file it cannot read gets our own one line.
+warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
 # googlenet and inception_v3 grow auxiliary heads that never run in eval mode; build them without.
 _NO_AUX = {"googlenet", "inception_v3"}
 
@@ -210,11 +215,38 @@ def checkpoint_defaults(model: str) -> dict:
     return {"transform_input": True} if model in _NO_AUX else {}
 
 
+def _unreadable(path: Path, exc: Exception) -> UserError:
+    """Why torch.load refused a file, in our words: torch's own text advises weights_only=False, which is wrong
+    for a file of random bytes and unsafe for one that asks to run code."""
+    text = str(exc)
+    code = re.search(r"unsupported GLOBAL (\S+)|Unsupported global: GLOBAL (\S+)", text)
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if code:
+        reason = (
+            f"it holds Python objects other than tensors ({next(g for g in code.groups() if g)}), and only plain "
+            "tensors are read (weights_only=True) because unpickling anything else can run code"
+        )
+    elif not head or isinstance(exc, EOFError):
+        reason = "it is empty or cut short"
+    elif head[:1] == b"\x80" and isinstance(exc, pickle.UnpicklingError):
+        reason = (
+            "it is a Python pickle that is not plain tensors, and only plain tensors are read (weights_only=True) "
+            "because unpickling anything else can run code"
+        )
+    elif isinstance(exc, pickle.UnpicklingError):
+        reason = "it is not a PyTorch checkpoint (its bytes are not a pickle of tensors)"
+    else:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+        reason = f"it is not a PyTorch checkpoint, or it is damaged ({first[:120]})"
+    return UserError(f"weights: cannot use checkpoint {str(path)!r}: {reason}.")
+
+
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"weights: cannot read checkpoint {str(path)!r} with weights_only=True ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - whatever torch says, the file is unusable: say why in one line
+        raise _unreadable(path, exc) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

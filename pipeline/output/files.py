@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -9,10 +10,19 @@ import re
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from pipeline.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _UMASK = os.umask(0)
@@ -38,6 +48,39 @@ def write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(root: Path) -> int:
+    """Delete the temp files of writes a killed process left half-done under ``root``; return how many."""
+    removed = 0
+    for path in root.rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+@contextmanager
+def exclusive(path: Path, busy: str) -> Iterator[None]:
+    """Hold a non-blocking ``flock`` on ``path`` for the block; raise UserError(``busy``) when another process has it.
+
+    Where the file system cannot lock (some cluster mounts, not POSIX), the block runs unlocked."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(path, "a") as handle:
+        locked = True
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(busy) from None
+        except OSError:
+            locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -72,9 +115,9 @@ def encode_png(image: Image.Image, compress_level: int = 1) -> bytes:
     )
 
 
-def write_png(path: Path, image: Image.Image, compress_level: int = 1) -> None:
-    """Encode ``image`` as PNG (no timestamps, so equal pictures give equal bytes) and write it atomically."""
-    write_bytes(path, encode_png(image, compress_level))
+def file_facts(data: bytes) -> dict[str, int | str]:
+    """What the manifest records of a file it lists, so a later run can tell it is still the same file."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 THUMB_PX = 256  # thumbnail width: one report card
@@ -104,16 +147,42 @@ def encode_thumbnail(image: Image.Image, width: int = THUMB_PX, quality: int = 8
     return buffer.getvalue()
 
 
-def write_thumbnail(path: Path, image: Image.Image, width: int = THUMB_PX) -> None:
-    """Write ``image``'s thumbnail (see encode_thumbnail) atomically."""
-    write_bytes(path, encode_thumbnail(image, width))
+def write_thumbnail(path: Path, image: Image.Image, width: int = THUMB_PX) -> dict[str, int | str]:
+    """Write ``image``'s thumbnail (see encode_thumbnail) atomically; return its facts."""
+    data = encode_thumbnail(image, width)
+    write_bytes(path, data)
+    return file_facts(data)
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
-    """Save a float32 array as .npy atomically."""
+def same_file(path: Path, facts: object) -> bool:
+    """Whether ``path`` exists with the size and sha256 in ``facts`` (the size is compared first: no read)."""
+    if not isinstance(facts, dict):
+        return False
+    try:
+        if path.stat().st_size != facts.get("size"):
+            return False
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return False
+    return digest.hexdigest() == facts.get("sha256")
+
+
+def write_png(path: Path, image: Image.Image, compress_level: int = 1) -> dict[str, int | str]:
+    """Encode ``image`` as PNG (no timestamps, so equal pictures give equal bytes), write it atomically; its facts."""
+    data = encode_png(image, compress_level)
+    write_bytes(path, data)
+    return file_facts(data)
+
+
+def write_npy(path: Path, array: np.ndarray) -> dict[str, int | str]:
+    """Save a float32 array as .npy atomically; return its facts."""
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array, dtype=np.float32))
     write_bytes(path, buffer.getvalue())
+    return file_facts(buffer.getvalue())
 
 
 def write_json(path: Path, data: object) -> None:

@@ -12,8 +12,13 @@ OK, FAILED = "ok", "failed"
 @dataclass
 class Record:
     """One line of ``manifest.jsonl``. Method-specific facts (targets, channels, ...) live in ``extra`` and are
-    written as top-level keys; ``files`` are further files of the artefact (e.g. ``gif``, ``stats``), written
-    as top-level keys too and listed under ``"files"``; ``job`` is set only in a report's ``index.jsonl``."""
+    written as top-level keys; ``job`` is set only in a report's merged ``index.jsonl``.
+
+    ``image_label`` is file-name safe and unique (it is part of the PNG's name); ``image_name`` is the image as a
+    person named it (unicode kept), for headers and reports. Paths: ``png``, ``raw`` (the .npy), ``thumb`` (the
+    report's small JPEG) and ``attached`` (further pictures of the artefact, e.g. ``gif`` and ``stats``, written
+    as top-level keys and listed under ``"attached"``). ``files`` holds the size and sha256 of each file written,
+    under the same names (``{"png": {"size": .., "sha256": ..}, "gif": ...}``): how a rerun knows it is intact."""
 
     model: str
     weights: str
@@ -23,13 +28,15 @@ class Record:
     method: str
     image: str | None
     image_label: str | None
+    image_name: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     png: str | None = None
     raw: str | None = None
     thumb: str | None = None  # a small JPEG of the PNG for the report; absent in runs made before thumbnails
-    files: dict[str, str] = field(default_factory=dict)
+    attached: dict[str, str] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: str | None = None
     error: str | None = None
     job: str | None = None
@@ -42,22 +49,46 @@ class Record:
         """What identifies the artefact within a job: model, method, layer and image."""
         return (self.model, self.method, self.layer, self.image_label)
 
-    def done(self, png: str, raw: str | None, thumb: str | None = None) -> Record:
-        return dataclasses.replace(self, png=png, raw=raw, thumb=thumb, status=OK, error=None)
+    def paths(self) -> dict[str, str]:
+        """Every file of the artefact by its name (png, raw, thumb and the attached ones), as recorded."""
+        found = {name: getattr(self, name) for name in ("png", "raw", "thumb") if getattr(self, name)}
+        return {**found, **self.attached}
+
+    def done(
+        self,
+        png: str,
+        raw: str | None,
+        thumb: str | None = None,
+        attached: dict[str, str] | None = None,
+        files: dict[str, dict[str, Any]] | None = None,
+    ) -> Record:
+        return dataclasses.replace(
+            self,
+            png=png,
+            raw=raw,
+            thumb=thumb,
+            attached=dict(attached or {}),
+            files=dict(files or {}),
+            status=OK,
+            error=None,
+        )
 
     def failed(self, error: str) -> Record:
-        return dataclasses.replace(self, png=None, raw=None, thumb=None, files={}, status=FAILED, error=error)
+        return dataclasses.replace(
+            self, png=None, raw=None, thumb=None, attached={}, files={}, status=FAILED, error=error
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of a manifest line: fixed fields first, method extras, then files and status."""
-        skip = ("extra", "job", "files")
+        skip = ("extra", "job", "attached")
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
-        tail = {k: data.pop(k) for k in ("png", "raw", "thumb", "status", "error")}
+        tail = {k: data.pop(k) for k in ("png", "raw", "thumb", "files", "status", "error")}
         data.update(self.extra)
+        data.update({k: tail.pop(k) for k in ("png", "raw", "thumb")})
+        if self.attached:
+            data.update(self.attached)
+            data["attached"] = list(self.attached)
         data.update(tail)
-        if self.files:
-            data.update(self.files)
-            data["files"] = list(self.files)
         if self.job is not None:
             data["job"] = self.job
         return data
@@ -66,10 +97,10 @@ class Record:
     def from_json(cls, data: dict[str, Any]) -> Record:
         """A record from a manifest line; unknown keys are method extras, missing ones get neutral values."""
         data = dict(data)
-        listed = data.pop("files", None)
+        listed = data.pop("attached", None)
         listed = [k for k in listed if isinstance(data.get(k), str)] if isinstance(listed, list) else []
-        files = {k: data.pop(k) for k in listed}
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "files"}
+        attached = {k: data.pop(k) for k in listed}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "attached"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}
         for key in ("model", "weights", "method"):
@@ -77,7 +108,7 @@ class Record:
         known.setdefault("random_weights", False)
         for key in ("layer", "layer_index", "image", "image_label"):
             known.setdefault(key, None)
-        for key in ("params", "model_kwargs"):
+        for key in ("params", "model_kwargs", "files"):
             if not isinstance(known.get(key), dict):
                 known[key] = {}
-        return cls(**known, extra=extra, files=files)
+        return cls(**known, extra=extra, attached=attached)

@@ -7,7 +7,6 @@ and a failure while rendering or writing is recorded, never raised.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import traceback
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.output.files import thumb_path, write_bytes, write_npy, write_png, write_thumbnail
+from pipeline.output.files import file_facts, thumb_path, write_bytes, write_npy, write_png, write_thumbnail
 from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
 
@@ -28,11 +27,16 @@ log = logging.getLogger(__name__)
 Figure = Callable[[], tuple[Image.Image, np.ndarray, dict[str, tuple[str, bytes]]]]
 
 
+def first_line(text: object) -> str:
+    """The first non-empty line of a message: libraries append advice and dumps on the lines after it."""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
 def error_text(exc: BaseException) -> str:
-    """One line: exception type and message, with the innermost frame for where it happened."""
+    """One line: exception type and (first line of its) message, with the innermost frame for where it happened."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f"{type(exc).__name__}: {first_line(exc)}{where}"
 
 
 class Writer:
@@ -70,32 +74,32 @@ class Writer:
 
     def _produce(self, record: Record, relative_png: str, figure: Figure) -> None:
         try:
-            image, raw, files = figure()
+            image, raw, extra_files = figure()
             stem = relative_png.removesuffix(".png")
-            written = {}
-            for key, (suffix, data) in files.items():
-                write_bytes(self.root / f"{stem}.{suffix}", data)
-                written[key] = f"{stem}.{suffix}"
-            if written:
-                record = dataclasses.replace(record, files={**record.files, **written})
-            write_png(self.root / relative_png, image, self.compress_level)
+            files, attached = {}, {}
+            for name, (suffix, data) in extra_files.items():
+                attached[name] = f"{stem}.{suffix}"
+                write_bytes(self.root / attached[name], data)
+                files[name] = file_facts(data)
+            files["png"] = write_png(self.root / relative_png, image, self.compress_level)
             raw_path = None
             if self.save_raw:
                 raw_path = str(Path(relative_png).with_suffix(".npy"))
-                write_npy(self.root / raw_path, raw)
-            done = record.done(relative_png, raw_path, self._thumbnail(relative_png, image))
+                files["raw"] = write_npy(self.root / raw_path, raw)
+            thumb = self._thumbnail(relative_png, image, files)
+            done = record.done(relative_png, raw_path, thumb, attached, files)
         except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
             done = record.failed(error_text(exc))
         finally:
             self._slots.release()
         self._finish(done)
 
-    def _thumbnail(self, relative_png: str, image: Image.Image) -> str | None:
+    def _thumbnail(self, relative_png: str, image: Image.Image, files: dict) -> str | None:
         """Write the report's thumbnail of a written PNG; a failure only costs the thumbnail (the report then
         shows the PNG itself)."""
         relative = thumb_path(relative_png)
         try:
-            write_thumbnail(self.root / relative, image)
+            files["thumb"] = write_thumbnail(self.root / relative, image)
         except Exception as exc:  # noqa: BLE001 - the artefact itself is complete
             log.warning("no thumbnail for %s: %s", relative_png, error_text(exc))
             return None
@@ -106,6 +110,7 @@ class Writer:
         if self.on_done is not None:
             self.on_done(record)
 
-    def close(self) -> None:
-        """Wait for every queued artefact to land."""
-        self._pool.shutdown(wait=True)
+    def close(self, cancel: bool = False) -> None:
+        """Wait for every queued artefact to land; with ``cancel``, only for those already being drawn (a stop:
+        the others are left for the next run)."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)

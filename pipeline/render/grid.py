@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,6 +52,45 @@ def shrink_values(values: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(image.resize(fit_size(h, w, size), Image.Resampling.BOX))
 
 
+# A decimal number with a fraction or an exponent (integers such as channel indices are never reworded).
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+(?=[eE]))(?:[eE][-+]?\d+)?(?![\w.])")
+ELLIPSIS = "…"
+
+
+def _shorter_number(match: re.Match, digits: int) -> str:
+    """The shortest way to write the number with ``digits`` significant digits, exponents unpadded
+    ("-5.02e-05" -> "-5e-5", "-0.000123" -> "-1.2e-4")."""
+    text, value = match.group(0), float(match.group(0))
+    forms = (f"{value:.{digits}g}", f"{value:.{digits - 1}e}")
+    short = min((re.sub(r"e([-+])0*(\d)", r"e\1\2", form).replace("e+", "e") for form in forms), key=len)
+    return short if len(short) < len(text) else text
+
+
+def fit_label(text: str, width_px: float, face: ImageFont.FreeTypeFont) -> str:
+    """``text`` within ``width_px``: numbers first lose significant digits, then whole words go from the end
+    (with an ellipsis); a number is never cut in the middle."""
+    if face.getlength(text) <= width_px:
+        return text
+    for digits in (2, 1):
+        text = _NUMBER.sub(lambda m, d=digits: _shorter_number(m, d), text)
+        if face.getlength(text) <= width_px:
+            return text
+    words = text.split(" ")
+    while len(words) > 1:
+        words.pop()
+        while len(words) > 1 and not any(ch.isalnum() for ch in words[-1]):  # no dangling "·" before the "…"
+            words.pop()
+        trial = " ".join(words) + ELLIPSIS
+        if face.getlength(trial) <= width_px:
+            return trial
+    word = words[0]
+    if _NUMBER.fullmatch(word) or word.lstrip("-+").isdigit():
+        return ELLIPSIS  # a lone number that does not fit is left out, not cut
+    while word and face.getlength(word + ELLIPSIS) > width_px:
+        word = word[:-1]
+    return word + ELLIPSIS
+
+
 def _wrap(text: str, width_px: int, face: ImageFont.FreeTypeFont) -> list[str]:
     words, lines, line = text.split(" "), [], ""
     for word in words:
@@ -95,9 +135,7 @@ def compose(
         x = x0 + c * cell_w + (tile_px - image.width) // 2
         y = head_h + r * cell_h + (tile_px - image.height) // 2
         canvas.paste(image, (x, y))
-        text = label
-        while text and label_font.getlength(text) > tile_px + pad:
-            text = text[:-1]
+        text = fit_label(label, tile_px + pad, label_font)
         tx = x0 + c * cell_w + (tile_px - label_font.getlength(text)) / 2
         draw.text((tx, head_h + r * cell_h + tile_px + 2), text, fill=TEXT, font=label_font)
     return canvas

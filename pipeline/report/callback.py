@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.output.files import write_bytes
 from pipeline.report.build import sync_report, update_job
 from pipeline.report.jobs import JOB_STATUS, NoManifestError
+from pipeline.status import job_state, last_job
 
 try:
     import fcntl
@@ -119,14 +120,21 @@ class ReportCallback(Callback):
 
     @staticmethod
     def _write_status(config: DictConfig, job_return: Any) -> None:
+        """job_status.json: COMPLETED, FAILED (artefacts failed, or the job crashed), REFUSED (bad input, exit 2)
+        or INTERRUPTED (a stop signal), with the exit code and the one-line reason of a refusal or stop."""
         output = OmegaConf.select(config, "hydra.runtime.output_dir")
         if job_return is None or not output:
             return
         status = getattr(getattr(job_return, "status", None), "name", "UNKNOWN")
         data: dict[str, Any] = {"status": status, "overrides": list(getattr(job_return, "overrides", None) or [])}
+        # JobReturn.return_value re-raises for a failed job; the value itself is kept in _return_value.
+        value = getattr(job_return, "_return_value", None)
         if status == "FAILED":
-            # JobReturn.return_value re-raises for a failed job; the exception itself is kept in _return_value.
-            exc = getattr(job_return, "_return_value", None)
-            data["error"] = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+            data["error"] = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
+        elif status == "COMPLETED" and isinstance(value, int) and not isinstance(value, bool):
+            data.update(status=job_state(value), exit_code=value)
+            code, reason = last_job()  # the job ran in this process, just before this hook
+            if reason and code == value:
+                data["error"] = reason
         payload = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
         write_bytes(_absolute(config, output) / JOB_STATUS, payload.encode())

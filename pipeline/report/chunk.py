@@ -48,7 +48,7 @@ def card(r: Record) -> str:
     links = f'<a href="{href(UP + r.png)}">full size</a>'
     if r.raw:
         links += f' · <a href="{href(UP + r.raw)}">raw .npy</a>'
-    for name, path in r.files.items():
+    for name, path in r.attached.items():
         links += f' · <a href="{href(UP + path)}">{esc(name)}</a>'
     lines.append(links)
     body = "<br>".join(x for x in lines if x)

@@ -71,7 +71,8 @@ class Job:
 
     @property
     def state(self) -> str:
-        """COMPLETED / FAILED from the callback, else run.json's running / finished, else unknown."""
+        """COMPLETED / FAILED / REFUSED / INTERRUPTED from the callback, else run.json's running / finished /
+        refused / interrupted, else unknown."""
         return str(self.status.get("status") or self.run.get("status") or "unknown")
 
     def records_from(self, offset: int) -> list[Record]:
@@ -187,7 +188,7 @@ def load_job(job_dir: Path, folder: Path) -> Job:
             record.png = _relative(record.png, job_dir, folder, prefix)
             record.raw = _relative(record.raw, job_dir, folder, prefix)
             record.thumb = _relative(record.thumb, job_dir, folder, prefix)
-            record.files = {k: _relative(v, job_dir, folder, prefix) for k, v in record.files.items()}
+            record.attached = {k: _relative(v, job_dir, folder, prefix) for k, v in record.attached.items()}
             if record.thumb and not (folder / record.thumb).is_file():
                 record.thumb = None  # thumbnail lost: the report shows the PNG itself
     config_file = job_dir / "config.resolved.yaml"

@@ -103,7 +103,7 @@ def _picture(r: Record) -> dict[str, Any]:
         "image": image_name(r),
         "png": r.png,
         "thumb": r.thumb or r.png,
-        "files": dict(r.files),
+        "files": dict(r.attached),
     }
 
 

@@ -1,0 +1,305 @@
+"""One model's share of a sweep: what is left to make, its batches, and how outputs become records and files.
+
+Batches always hold the same images (plan order, ``batch_size`` at a time), so an artefact redone after an
+interruption has the same bytes as in an uninterrupted run; a batch whose artefacts are all verified on disk is
+not run at all, and one with some left runs whole but writes only what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.config import Settings
+from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
+from pipeline.engine.shared import Batch
+from pipeline.engine.work import BatchWork, layer_outputs
+from pipeline.images import ImageReadError, prepare
+from pipeline.methods.base import Method, ModelInfo, Output, Scope
+from pipeline.models.custom import normalization
+from pipeline.models.registry import LoadedModel
+from pipeline.output.files import safe_name
+from pipeline.output.record import Record
+from pipeline.output.writer import Writer, error_text
+from pipeline.plan import ArtefactKey, ModelPlan, Plan
+from pipeline.render.extras import file_bytes
+from pipeline.render.figures import draw, header_lines, input_tile
+from pipeline.status import raise_if_stopped
+
+log = logging.getLogger("pipeline.engine")
+
+
+def model_info(loaded: LoadedModel, plan: ModelPlan) -> ModelInfo:
+    mean, std = normalization(loaded.transform)
+    return ModelInfo(loaded.name, tuple(loaded.categories), mean, std, plan.num_classes)
+
+
+@dataclass
+class Drawing:
+    """One artefact's pictures, drawn when called (on a render thread): (PNG image, exact array, attached files
+    as {name: (suffix, bytes)})."""
+
+    output: Output
+    header: list[str]
+    font_px: int = 12
+
+    @property
+    def array(self):
+        return self.output.array
+
+    def __call__(self):
+        files = {name: file_bytes(item, self.font_px) for name, item in self.output.files.items()}
+        return draw(self.output.picture, self.header, self.font_px), self.output.array, files
+
+
+def make_record(plan: Plan, mp: ModelPlan, method: Method, layer: str | None, image: Path | None) -> Record:
+    """The manifest record of one artefact before it is made (no output, files or status yet)."""
+    return Record(
+        model=mp.name,
+        weights=mp.weights.label,
+        random_weights=mp.weights.random,
+        layer=layer,
+        layer_index=next((item.index for item in mp.layers if item.name == layer), None),
+        method=method.name,
+        image=None if image is None else str(image),
+        image_label=None if image is None else plan.labels[image],
+        image_name=None if image is None else plan.name(image),
+        params=method.manifest_params(),
+        model_kwargs=mp.kwargs,
+    )
+
+
+def png_path(plan: Plan, mp: ModelPlan, method: Method, layer: str | None, image: Path | None) -> str:
+    """Where an artefact's picture goes, relative to the run folder."""
+    stem = safe_name(layer) if layer is not None else method.image_stem()
+    if image is not None:
+        stem = f"{stem}__{plan.labels[image]}"
+    return f"{safe_name(mp.name)}/{method.name}/{stem}.png"
+
+
+@dataclass
+class ModelRun:
+    """One model's share of a run: turns method outputs into records and files, and failures into records."""
+
+    settings: Settings
+    plan: Plan
+    mp: ModelPlan
+    writer: Writer | None = None
+    progress: Progress | None = None
+    predicted: dict = field(default_factory=dict)  # the run's top-5 table: model -> image label -> top-5
+    verified: frozenset[ArtefactKey] = frozenset()
+    known_predictions: dict = field(default_factory=dict)  # image label -> top-5, from an earlier run
+    told: set = field(default_factory=set)  # images whose problems were already said (shared by the models)
+    after_batch: Callable[[], None] | None = None  # e.g. rewrite run.json, so predictions survive a kill
+    done: set[ArtefactKey] = field(default_factory=set)
+    loaded: LoadedModel | None = None
+
+    def __post_init__(self) -> None:
+        self.methods = {m.name: m for m in self.plan.methods}
+        self.batches = [chunk for chunk in self._chunks() if not self._batch_done(chunk)]
+        self.layer_todo = {
+            m.name: [layer for layer in self.mp.layers if self._key(m, layer.name, None) not in self.verified]
+            for m in self.plan.methods
+            if m.scope is Scope.LAYER
+        }
+
+    # --- what is left to do ---------------------------------------------------------------------------------------
+    def _key(self, method: Method, layer: str | None, image: Path | None) -> ArtefactKey:
+        return ArtefactKey(self.mp.name, method.name, layer, image)
+
+    def _chunks(self) -> list[list[Path]]:
+        """The image batches, in plan order: the same composition on every run, so redone artefacts match."""
+        if not (self.plan.image_methods() or self.settings.predictions):
+            return []
+        images, size = self.plan.images, self.settings.batch_size
+        return [images[start : start + size] for start in range(0, len(images), size)]
+
+    def _batch_done(self, images: list[Path]) -> bool:
+        if any(key not in self.verified for key in self.plan.artefacts(self.mp, images)):
+            return False
+        return not self.settings.predictions or all(self.plan.labels[i] in self.known_predictions for i in images)
+
+    def needs_load(self) -> bool:
+        return bool(self.batches) or any(self.layer_todo.values())
+
+    def cost(self) -> float:
+        """The planned work of this model in progress units (see ``engine.progress``)."""
+        total = PICTURE * sum(len(layers) for layers in self.layer_todo.values())
+        for images in self.batches:
+            total += FORWARD * len(images)
+            keys = list(self.plan.artefacts(self.mp, images))
+            if any(key not in self.verified for key in keys):  # else the batch runs for its predictions only
+                total += sum(compute_cost(self.methods[k.method]) + (k not in self.verified) * PICTURE for k in keys)
+        return total
+
+    # --- records and files ----------------------------------------------------------------------------------------
+    def record(self, method: Method, layer: str | None, image: Path | None, output: Output | None = None) -> Record:
+        record = make_record(self.plan, self.mp, method, layer, image)
+        if output is not None:
+            record.params.update(output.params)
+            record.extra = output.fields
+        return record
+
+    def header(self, method: Method, output: Output, image: Path | None) -> list[str]:
+        layer = next((item for item in self.mp.layers if item.name == output.layer), None)
+        where = output.picture.where or (f"layer {layer.name} ({layer.describe()})" if layer else "")
+        label = self.mp.weights.label
+        weights = label.upper() if self.mp.weights.random else label
+        flag = getattr(self.loaded.module, "transform_input", None) if self.loaded else None
+        if flag is not None:  # googlenet / inception_v3: say how the input was transformed
+            weights += f" (transform_input={flag})"
+        return header_lines(
+            self.mp.name,
+            method.name,
+            where,
+            weights,
+            None if image is None else self.plan.name(image),
+            output.picture.header,
+        )
+
+    def emit(self, images: list[Path], method: Method, outputs: list[Output]) -> None:
+        """Queue the pictures of fresh outputs; an output whose artefact is already verified is dropped.
+
+        Called after each method's work on a layer (or per image batch): the place a stop signal takes effect."""
+        raise_if_stopped()
+        font_px = self.settings.font_px
+        for output in outputs:
+            image = None if output.image is None else images[output.image]
+            key = self._key(method, output.layer, image)
+            self.progress.advance(compute_cost(method))
+            if key in self.done:
+                continue
+            self.done.add(key)
+            if key in self.verified:
+                continue
+            drawing = Drawing(output, self.header(method, output, image), font_px)
+            path = png_path(self.plan, self.mp, method, output.layer, image)
+            self.writer.submit(self.record(method, output.layer, image, output), path, drawing)
+
+    def fail_keys(self, keys, error: str, credit: bool = True) -> None:
+        """Record the artefacts of ``keys`` not yet made or verified as failed, with ``error``."""
+        for key in keys:
+            if key in self.done or key in self.verified:
+                continue
+            self.done.add(key)
+            method = self.methods[key.method]
+            if credit:
+                self.progress.advance(compute_cost(method))
+            self.writer.fail(self.record(method, key.layer, key.image), error)
+
+    def fail_method(self, images: list[Path], method: Method, layer: str | None, exc: BaseException) -> None:
+        error = error_text(exc)
+        log.error("%s %s %s failed: %s", self.mp.name, method.name, layer or "", error)
+        if method.scope is Scope.LAYER:
+            keys = [self._key(method, layer, None)]
+        else:
+            keys = [self._key(method, layer, image) for image in images]
+        self.fail_keys(keys, error)
+
+    # --- the work -------------------------------------------------------------------------------------------------
+    def run(self, pending: Future[LoadedModel]) -> None:
+        started = time.perf_counter()
+        try:
+            self.loaded = pending.result()
+            raise_if_stopped()
+        except Exception as exc:  # noqa: BLE001 - one model failing must not sink the sweep
+            error = error_text(exc)
+            log.error("%s failed: %s", self.mp.name, error)
+            fresh = sum(1 for key in self.plan.artefacts(self.mp) if key not in self.verified)
+            self.fail_keys(self.plan.artefacts(self.mp), error, credit=False)
+            self.progress.advance(self.cost() - PICTURE * fresh)  # the pictures are credited as they are recorded
+            return
+        log.info(
+            "%s: %d conv layers, weights %s, ready after %.1fs",
+            self.mp.name,
+            len(self.mp.layers),
+            self.mp.weights.label,
+            time.perf_counter() - started,
+        )
+        module = self.loaded.module
+        for method in self.plan.methods:
+            if method.scope is Scope.LAYER:
+                layer_outputs(
+                    method,
+                    module,
+                    self.layer_todo[method.name],
+                    lambda m, outs: self.emit([], m, outs),
+                    lambda m, layer, exc: self.fail_method([], m, layer, exc),
+                )
+        for images in self.batches:
+            self.batch(images)
+
+    def _read(self, image: Path) -> torch.Tensor | None:
+        """The image preprocessed for this model, or None (its artefacts failed, the reason said once per run)."""
+        try:
+            tensor, notes = prepare(image, self.loaded.transform, self.settings.max_image_pixels)
+        except Exception as exc:  # noqa: BLE001 - a bad image fails only its own artefacts
+            reason = str(exc) if isinstance(exc, ImageReadError) else error_text(exc)
+            if image not in self.told:
+                self.told.add(image)
+                log.warning("image %s failed to load: %s", image, reason)
+            self.fail_keys(self.plan.artefacts(self.mp, [image]), f"image failed to load: {reason}")
+            return None
+        if notes and image not in self.told:
+            self.told.add(image)
+            log.info("image %s: %s", image, "; ".join(notes))
+        return tensor
+
+    def batch(self, images: list[Path]) -> None:
+        """One batch: its forward and every method; only artefacts not yet verified are written."""
+        raise_if_stopped()
+        try:
+            read = [(image, self._read(image)) for image in images]
+            kept = [image for image, tensor in read if tensor is not None]
+            if not kept:
+                return
+            tensors = [tensor for _, tensor in read if tensor is not None]
+            info = model_info(self.loaded, self.mp)
+            x = torch.stack(tensors).to(self.loaded.device)
+            sources = [input_tile(t, info.mean, info.std) for t in tensors]
+            fresh = any(key not in self.verified for key in self.plan.artefacts(self.mp, kept))
+            work = BatchWork(
+                self.loaded.module,
+                self.mp.layers,
+                self.plan.image_methods() if fresh else [],  # nothing to make: the forward is for predictions
+                emit=lambda m, outs: self.emit(kept, m, outs),
+                fail=lambda m, layer, exc: self.fail_method(kept, m, layer, exc),
+                want_logits=self.settings.predictions,
+                strategy=self.settings.backward_strategy,
+            )
+            try:
+                labels = [self.plan.labels[i] for i in kept]
+                logits = work.run(Batch(info, x, sources, labels, seed=self.settings.seed))
+                self.predictions(logits, kept)
+            except Exception as exc:  # noqa: BLE001 - fail what is left of this batch, keep the rest of the run
+                error = error_text(exc)
+                log.error("%s: batch of %d image(s) failed: %s", self.mp.name, len(kept), error)
+                self.fail_keys(self.plan.artefacts(self.mp, kept), error)
+        finally:
+            self.progress.advance(FORWARD * len(images))
+        if self.after_batch is not None:
+            self.after_batch()
+
+    def predictions(self, logits: torch.Tensor | None, images: list[Path]) -> None:
+        """Top-5 ImageNet classes per image, for models whose logits are ImageNet's classes."""
+        categories = self.loaded.categories
+        if logits is None or not self.settings.predictions or len(categories) != logits.shape[1]:
+            return
+        probs = torch.softmax(logits.detach().float(), dim=1).cpu()
+        top = torch.topk(probs, min(5, probs.shape[1]), dim=1)
+        table = self.predicted.setdefault(self.mp.name, {})
+        for i, image in enumerate(images):
+            table[self.plan.labels[image]] = [
+                {
+                    "class_index": int(c),
+                    "class_name": categories[int(c)],
+                    "prob": round(float(p), 5),
+                }
+                for p, c in zip(top.values[i], top.indices[i], strict=True)
+            ]
