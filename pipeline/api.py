@@ -131,7 +131,7 @@ def visualize(
     device: str = "auto",
     out: str | Path | None = None,
     seed: int = 0,
-    batch_size: int = 4,
+    batch_size: int | str = "auto",
     save_raw: bool = False,
     download: bool = False,
     name: str | None = None,

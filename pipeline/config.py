@@ -31,7 +31,6 @@ SCALARS: dict[str, tuple[Any, dict]] = {
     "seed": (int, {}),
     "save_raw": (bool, {}),
     "device": (Literal["auto", "cpu", "cuda"], {}),
-    "batch_size": (int, {"min": 1}),
     "predictions": (bool, {}),
     "list_layers": (bool, {}),
     "backward_strategy": (Literal["loop", "vmap"], {}),
@@ -55,7 +54,8 @@ class Settings:
     model_kwargs: dict[str, dict[str, Any]]
     save_raw: bool
     device: str
-    batch_size: int
+    batch_size: int | str  # images per pass, or "auto": sized to memory_budget per model
+    memory_budget: int | float  # bytes, or a fraction of the device's memory
     model_cache: int  # bytes of loaded models kept for later jobs of this process (0: none)
     predictions: bool
     png_compression: int
@@ -136,6 +136,14 @@ def check_size(key: str, value: Any, fraction: bool = False) -> int | float:
     if found is None or unit not in _UNITS:
         raise UserError(f"{key}: {value!r} is not a size such as 2GB, 512MB (units: KB, MB, GB, TB).")
     return int(float(found.group(1)) * _UNITS[unit])
+
+
+def _batch_size(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"batch_size: {value!r} is not auto or a whole number of images (1 or more).")
+    return value
 
 
 def resolve_device(name: str) -> str:
@@ -230,7 +238,8 @@ def settings_from(cfg: DictConfig, models: list[CustomModel] | None = None) -> S
         model_kwargs=_model_kwargs(cfg.get("model_kwargs"), [m for m in models if isinstance(m, str)]),
         save_raw=scalars["save_raw"],
         device=resolve_device(scalars["device"]),
-        batch_size=scalars["batch_size"],
+        batch_size=_batch_size(_container(cfg.get("batch_size"))),
+        memory_budget=check_size("memory_budget", _container(cfg.get("memory_budget")), fraction=True),
         model_cache=int(check_size("model_cache", _container(cfg.get("model_cache")))),
         predictions=scalars["predictions"],
         png_compression=scalars["png_compression"],

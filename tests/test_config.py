@@ -66,7 +66,8 @@ def test_method_params_come_from_their_own_key(compose_cfg):
         ("device=tpu", "device: 'tpu'"),
         ("guided_backprop.objective=mean", "guided_backprop.objective: 'mean' is not one of max, sum."),
         ("guided_backprop.target=pixel", "guided_backprop.target: 'pixel' is not one of channel, class."),
-        ("batch_size=0", "batch_size: 0 is below the minimum 1."),
+        ("batch_size=0", "batch_size: 0 is not auto or a whole number of images (1 or more)."),
+        ("memory_budget=2", "memory_budget: 2 is not a size such as 2GB or a fraction such as 0.6."),
         ("filters.view=rbg", "filters.view: 'rbg' is not one of auto, rgb, channels, mean. Closest valid: rgb"),
         ("feature_maps.rank_by=meen", "feature_maps.rank_by: 'meen' is not one of mean, max. Closest valid: mean"),
         (

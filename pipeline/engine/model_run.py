@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Settings
+from pipeline.engine.memory import auto_batch
 from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
-from pipeline.engine.work import BatchWork, layer_outputs
+from pipeline.engine.work import BatchWork, layer_outputs, needs_of
 from pipeline.images import ImageReadError, prepare
 from pipeline.methods.base import Method, ModelInfo, Output, Scope
 from pipeline.models.custom import normalization
@@ -33,6 +34,15 @@ from pipeline.render.figures import draw, header_lines, input_tile
 from pipeline.status import raise_if_stopped
 
 log = logging.getLogger("pipeline.engine")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a pass failed for want of memory: MemoryError, CUDA's OutOfMemoryError, or the CPU allocator's
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def model_info(loaded: LoadedModel, plan: ModelPlan) -> ModelInfo:
@@ -99,6 +109,7 @@ class ModelRun:
     after_batch: Callable[[], None] | None = None  # e.g. rewrite run.json, so predictions survive a kill
     done: set[ArtefactKey] = field(default_factory=set)
     loaded: LoadedModel | None = None
+    batch_size: int | None = None  # images per pass (decided here when batch_size is auto)
 
     def __post_init__(self) -> None:
         self.methods = {m.name: m for m in self.plan.methods}
@@ -118,6 +129,11 @@ class ModelRun:
         if not (self.plan.image_methods() or self.settings.predictions):
             return []
         images, size = self.plan.images, self.settings.batch_size
+        if size == "auto":
+            keeps_graph = needs_of(self.plan.image_methods()).gradients
+            budget, device = self.settings.memory_budget, self.settings.device
+            size = auto_batch(self.mp, budget, device, keeps_graph, len(images))
+        self.batch_size = size
         return [images[start : start + size] for start in range(0, len(images), size)]
 
     def _batch_done(self, images: list[Path]) -> bool:
@@ -256,35 +272,54 @@ class ModelRun:
         raise_if_stopped()
         try:
             read = [(image, self._read(image)) for image in images]
-            kept = [image for image, tensor in read if tensor is not None]
-            if not kept:
-                return
-            tensors = [tensor for _, tensor in read if tensor is not None]
-            info = model_info(self.loaded, self.mp)
-            x = torch.stack(tensors).to(self.loaded.device)
-            sources = [input_tile(t, info.mean, info.std) for t in tensors]
-            fresh = any(key not in self.verified for key in self.plan.artefacts(self.mp, kept))
-            work = BatchWork(
-                self.loaded.module,
-                self.mp.layers,
-                self.plan.image_methods() if fresh else [],  # nothing to make: the forward is for predictions
-                emit=lambda m, outs: self.emit(kept, m, outs),
-                fail=lambda m, layer, exc: self.fail_method(kept, m, layer, exc),
-                want_logits=self.settings.predictions,
-                strategy=self.settings.backward_strategy,
-            )
-            try:
-                labels = [self.plan.labels[i] for i in kept]
-                logits = work.run(Batch(info, x, sources, labels, seed=self.settings.seed))
-                self.predictions(logits, kept)
-            except Exception as exc:  # noqa: BLE001 - fail what is left of this batch, keep the rest of the run
-                error = error_text(exc)
-                log.error("%s: batch of %d image(s) failed: %s", self.mp.name, len(kept), error)
-                self.fail_keys(self.plan.artefacts(self.mp, kept), error)
+            kept = [(image, tensor) for image, tensor in read if tensor is not None]
+            if kept:
+                self._pass(kept)
         finally:
             self.progress.advance(FORWARD * len(images))
         if self.after_batch is not None:
             self.after_batch()
+
+    def _pass(self, kept: list[tuple[Path, torch.Tensor]]) -> None:
+        """The shared forward and every method for these images; when memory runs out, the batch is split in two
+        and each half runs on its own (what one half already made is not made again)."""
+        images = [image for image, _ in kept]
+        info = model_info(self.loaded, self.mp)
+        x = torch.stack([tensor for _, tensor in kept]).to(self.loaded.device)
+        sources = [input_tile(t, info.mean, info.std) for _, t in kept]
+        fresh = any(key not in self.verified for key in self.plan.artefacts(self.mp, images))
+        work = BatchWork(
+            self.loaded.module,
+            self.mp.layers,
+            self.plan.image_methods() if fresh else [],  # nothing to make: the forward is for predictions
+            emit=lambda m, outs: self.emit(images, m, outs),
+            fail=lambda m, layer, exc: self.fail_method(images, m, layer, exc),
+            want_logits=self.settings.predictions,
+            strategy=self.settings.backward_strategy,
+        )
+        try:
+            labels = [self.plan.labels[i] for i in images]
+            logits = work.run(Batch(info, x, sources, labels, seed=self.settings.seed))
+            self.predictions(logits, images)
+        except Exception as exc:  # noqa: BLE001 - fail what is left of this batch, keep the rest of the run
+            del x, work
+            if out_of_memory(exc) and len(kept) > 1:
+                half = len(kept) // 2
+                log.warning(
+                    "%s: a batch of %d images ran out of memory; running it as %d + %d",
+                    self.mp.name,
+                    len(kept),
+                    half,
+                    len(kept) - half,
+                )
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self._pass(kept[:half])
+                self._pass(kept[half:])
+                return
+            error = error_text(exc)
+            log.error("%s: batch of %d image(s) failed: %s", self.mp.name, len(kept), error)
+            self.fail_keys(self.plan.artefacts(self.mp, images), error)
 
     def predictions(self, logits: torch.Tensor | None, images: list[Path]) -> None:
         """Top-5 ImageNet classes per image, for models whose logits are ImageNet's classes."""

@@ -53,6 +53,7 @@ class Summary:
     predictions: dict = field(default_factory=dict)
     seconds: float = 0.0
     status: str = "running"  # finished | interrupted | crashed
+    batch_sizes: dict[str, int] = field(default_factory=dict)  # images per pass, per model
     stopped_by: str | None = None
     exit_code: int = OK
 
@@ -145,6 +146,8 @@ def _run_info(summary: Summary, info: dict, stop: BaseException | None) -> dict:
         for r in summary.failed
     ]
     info["predictions"] = summary.predictions
+    if summary.batch_sizes:
+        info["batch_sizes"] = summary.batch_sizes
     if summary.seconds:
         info["seconds"] = summary.seconds
     return info
@@ -255,6 +258,7 @@ def _sweep(
         for mp in plan.models
     ]
     todo = [r for r in runs if r.needs_load()]
+    summary.batch_sizes = {r.mp.name: r.batch_size for r in runs if r.batch_size}
     info = {
         "status": "running",
         "host": socket.gethostname(),
