@@ -191,8 +191,9 @@ CLI_EXTRA: list[str] = []  # --cli-extra overrides, appended to every product ru
 CLI_ENV: dict[str, str] = {}  # --threads N: OMP/MKL thread counts for product runs
 
 
-def run_cli(overrides: list[str], keep: bool) -> dict:
-    """``python run.py <overrides> hydra.run.dir=<tmp>`` in a fresh process: wall time, peak RSS, PNG count."""
+def run_cli(overrides: list[str], keep: bool, root: Path = ROOT) -> dict:
+    """``python run.py <overrides> hydra.run.dir=<tmp>`` in a fresh process (in the checkout ``root``): wall time,
+    peak RSS, PNG count."""
     out = Path(tempfile.mkdtemp(prefix="fmi-bench-"))
     command = [sys.executable, "run.py", *overrides, *CLI_EXTRA, f"hydra.run.dir={out / 'run'}"]
     log, usage = out / "stdout-stderr.txt", out / "rusage.txt"
@@ -201,7 +202,7 @@ def run_cli(overrides: list[str], keep: bool) -> dict:
             started = time.perf_counter()
             code = subprocess.call(
                 [sys.executable, "-I", "-c", _LAUNCHER, str(usage), *command],
-                cwd=ROOT,
+                cwd=root,
                 env={**os.environ, **CLI_ENV},
                 stdout=handle,
                 stderr=subprocess.STDOUT,
@@ -220,6 +221,7 @@ def run_cli(overrides: list[str], keep: bool) -> dict:
             "pngs": sum(1 for _ in (out / "run").rglob("*.png")),
             "artefacts_ok": info.get("counts", {}).get("ok"),
             "command": " ".join(command),
+            "run_dir": str(out / "run"),
             **({"kept": str(out)} if keep else {}),
         }
     finally:
