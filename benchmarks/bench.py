@@ -21,7 +21,7 @@ Figures (``--only`` takes figure names or their group: standard, densenet, memor
 - densenet.product  CLI: filters + feature maps of all 200 conv layers of densenet201, one photo
 - densenet.naive    the same the seed way
 - memory.first / memory.half / memory.all
-                    CLI peak RSS of efficientnet_b7, filters + feature maps, 4 photos, 1 / half / all conv layers
+                    CLI peak RSS of efficientnet_b7, filters + feature maps + overview, 4 photos, 1 / half / all conv layers
 
 Runs are interleaved (run 1 of every figure, then run 2, ...) so slow drift of the machine hits all figures
 alike. Every product run gets a fresh temporary ``hydra.run.dir``, deleted afterwards unless ``--keep``.
@@ -330,7 +330,7 @@ def figures(w: Workloads, quick: bool, keep: bool) -> list[Figure]:
     mem_base = [
         f"models={w.memory_model}",
         "weights=none",
-        "methods=[filters,feature_maps]",
+        "methods=[filters,feature_maps,overview]",
         f"images={hydra_list(w.memory_photos)}",
     ]
     figs = [
@@ -381,7 +381,7 @@ def figures(w: Workloads, quick: bool, keep: bool) -> list[Figure]:
         figs.append(
             Figure(
                 f"memory.{label}",
-                f"CLI {w.memory_model} peak RSS, {count} layer(s), {len(w.memory_photos)} photos",
+                f"CLI {w.memory_model} peak RSS, {count} layer(s), {len(w.memory_photos)} photos, with overview",
                 lambda cli=cli: run_cli(cli, keep),
             )
         )

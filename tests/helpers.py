@@ -109,3 +109,23 @@ def walk_report(folder: Path) -> Report:
                 if target.suffix == ".html" and target.is_file():
                     pending.append(target)
     return report
+
+
+def activation_and_grad(model, x, layer: str, image: int, cls: int):
+    """A (the conv's own output) and ∂y_cls/∂A for one image, with a forward hook and plain autograd; also the
+    logits. The hook hands the rest of the network a clone, so an in-place activation after the conv (vgg,
+    alexnet) changes the clone and A stays as the conv produced it."""
+    store = {}
+
+    def hook(module, inputs, output):
+        store["a"] = output
+        return output.clone()
+
+    handle = dict(model.named_modules())[layer].register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model(x.clone().requires_grad_(True))
+            (g,) = torch.autograd.grad(logits[image, cls], store["a"])
+    finally:
+        handle.remove()
+    return store["a"][image].detach(), g[image], logits.detach()

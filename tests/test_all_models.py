@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from helpers import fingerprint, run_methods
+from helpers import activation_and_grad, fingerprint, run_methods
 
 from pipeline.methods.feature_maps import feature_maps
 from pipeline.methods.filters import filters
@@ -88,7 +88,7 @@ def test_every_model_first_and_last_layer(name):
         elif method == "guided_grad_cam":
             assert out.array.shape == (2, *x.shape[1:]), layer
     (cam,) = found[("grad_cam", last.name)]
-    a, g = _plain_activation_and_grad(model, x, last.name, cam.fields["targets"][0]["class_index"])
+    a, g, _ = activation_and_grad(model, x, last.name, 0, cam.fields["targets"][0]["class_index"])
     expected = torch.relu((g.mean(dim=(1, 2), keepdim=True) * a).sum(0))
     torch.testing.assert_close(
         torch.from_numpy(cam.array[0]), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()) + 1e-12
@@ -109,26 +109,6 @@ def input_size_for(name: str, loaded) -> int:
 def zero_head(model: torch.nn.Module) -> bool:
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     return bool(linears) and bool((linears[-1].weight == 0).all())
-
-
-def _plain_activation_and_grad(model, x, layer, cls):
-    """A layer's own output and ∂logit/∂output for image 0, with a hook and plain autograd (no interception).
-
-    The hook passes a clone on, so an in-place activation after the conv changes the clone, not A."""
-    store = {}
-
-    def hook(module, inputs, output):
-        store["a"] = output
-        return output.clone()
-
-    handle = dict(model.named_modules())[layer].register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            logits = model(x.clone().requires_grad_(True))
-            (g,) = torch.autograd.grad(logits[0, cls], store["a"])
-    finally:
-        handle.remove()
-    return store["a"][0].detach(), g[0]
 
 
 def _plain_gradient(model, x, layer, target):

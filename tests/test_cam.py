@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from helpers import fingerprint, run_methods
+from helpers import activation_and_grad, fingerprint, run_methods
 from torch import nn
 
 from pipeline.engine import shared
@@ -42,28 +42,6 @@ def ref_layer_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 REFERENCE = {"grad_cam": ref_grad_cam, "grad_cam_pp": ref_grad_cam_pp, "layer_cam": ref_layer_cam}
-
-
-def activation_and_grad(model: nn.Module, x: torch.Tensor, layer: str, image: int, cls: int):
-    """A (the conv's own output) and ∂y_cls/∂A for one image, with a forward hook and plain autograd.
-
-    The hook hands the rest of the network a clone, so an in-place activation after the conv (vgg, alexnet)
-    changes the clone and A stays as the conv produced it."""
-    store = {}
-
-    def hook(module, inputs, output):
-        store["a"] = output
-        return output.clone()
-
-    handle = dict(model.named_modules())[layer].register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            xx = x.clone().requires_grad_(True)
-            logits = model(xx)
-            (g,) = torch.autograd.grad(logits[image, cls], store["a"])
-    finally:
-        handle.remove()
-    return store["a"][image].detach(), g[image], logits.detach()
 
 
 class Tiny(nn.Module):

@@ -63,6 +63,27 @@ def label(target: dict) -> str:
     return f"{target.get('class_name', target['class_index'])} · {target['value']:.3g}"
 
 
+def class_outputs(
+    view: base.LayerView,
+    params: ClassParams,
+    data: torch.Tensor,
+    targets: list[list[dict]],
+    tile,
+    header: str,
+    fields: dict,
+) -> list[base.Output]:
+    """One Output per image: ``data`` [k, N, ...] per class, the input tile then ``tile(values, target, i)`` per
+    class, labelled with the class name and its logit; ``fields`` go into every manifest line."""
+    outputs = []
+    for i, row in enumerate(targets):
+        array = data[:, i].numpy()
+        tiles: list[base.Tile] = [base.ImageTile(view.sources[i], "input")]
+        tiles += [tile(values, t, i) for values, t in zip(array, row, strict=True)]
+        picture = base.Picture(tiles, header, params.tile_px, params.columns)
+        outputs.append(base.Output(array, picture, i, view.layer.name, {"targets": row, **fields}))
+    return outputs
+
+
 def what(params: ClassParams, k: int) -> str:
     return f"classes {list(params.class_index)}" if params.class_index else f"top {k} classes"
 
@@ -99,21 +120,8 @@ class CamMethod(base.Method):
         targets = class_targets(view, classes)
         h, w = maps.shape[-2:]
         header = f"{what(p, len(classes))}; map {h}×{w} at the layer's resolution, overlay {p.cmap} α {p.alpha}"
-        outputs = []
-        for i, row in enumerate(targets):
-            data = maps[:, i].numpy()
-            tiles: list[base.Tile] = [base.ImageTile(view.sources[i], "input")]
-            tiles += [
-                base.OverlayTile(m, view.sources[i], label(t), p.cmap, p.alpha, lo=0.0)
-                for m, t in zip(data, row, strict=True)
-            ]
-            outputs.append(
-                base.Output(
-                    array=data,
-                    picture=base.Picture(tiles, header, p.tile_px, p.columns),
-                    image=i,
-                    layer=view.layer.name,
-                    fields={"targets": row, "map_size": [h, w]},
-                )
-            )
-        return outputs
+
+        def tile(values, target: dict, i: int) -> base.Tile:
+            return base.OverlayTile(values, view.sources[i], label(target), p.cmap, p.alpha, lo=0.0)
+
+        return class_outputs(view, p, maps, targets, tile, header, {"map_size": [h, w]})

@@ -57,20 +57,9 @@ class GuidedGradCam(_cam.CamMethod):
             f"{_cam.what(p, k)}; Grad-CAM {h}×{w} upsampled bilinearly; display {p.display} p{p.percentile}"
             f"{p.smoothing_text()}"
         )
-        outputs = []
-        for i, row in enumerate(targets):
-            data = signal[:, i].numpy()
-            tiles: list[base.Tile] = [base.ImageTile(view.sources[i], "input")]
-            tiles += [
-                base.SignalTile(g, _cam.label(t), p.display, p.percentile) for g, t in zip(data, row, strict=True)
-            ]
-            outputs.append(
-                base.Output(
-                    array=data,
-                    picture=base.Picture(tiles, header, p.tile_px, p.columns),
-                    image=i,
-                    layer=view.layer.name,
-                    fields={"targets": row, "map_size": [h, w], "input_size": [height, width]},
-                )
-            )
-        return outputs
+
+        def tile(values, target: dict, i: int) -> base.Tile:
+            return base.SignalTile(values, _cam.label(target), p.display, p.percentile)
+
+        fields = {"map_size": [h, w], "input_size": [height, width]}
+        return _cam.class_outputs(view, p, signal, targets, tile, header, fields)
