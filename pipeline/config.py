@@ -119,14 +119,14 @@ _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*")
 
 
 def check_size(key: str, value: Any, fraction: bool = False) -> int | float:
-    """Bytes from ``2GB``, ``512MB`` or a plain number of bytes (KB, MB, GB count 1024s); with ``fraction``, a
-    number in (0, 1] is kept as a fraction (of the memory there is). UserError naming ``key`` otherwise."""
+    """Bytes from ``2GB``, ``512MB`` or a plain number of bytes (KB, MB, GB count 1024s); with ``fraction``, a plain
+    number must be in (0, 1] and is kept as a fraction of the memory there is. UserError naming ``key`` otherwise."""
     if isinstance(value, bool):
         raise UserError(f"{key}: {value!r} is not a size such as 2GB.")
     if isinstance(value, (int, float)):
         if fraction and 0 < value <= 1:
             return float(value)
-        if value >= 0 and float(value).is_integer():
+        if not fraction and value >= 0 and float(value).is_integer():
             return int(value)
         raise UserError(
             f"{key}: {value!r} is not a size such as 2GB" + (" or a fraction such as 0.6." if fraction else ".")
