@@ -55,13 +55,13 @@ def folder_lock(folder: Path) -> Iterator[None]:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def rebuild(folder: Path, job_dir: Path | None = None) -> Path | None:
+def rebuild(folder: Path, job_dir: Path | None = None, announce: bool = True) -> Path | None:
     """Under the folder lock, update the report for one finished job (``job_dir``), else bring all of it up to
-    date; log, never raise, on failure."""
+    date; log where it is (unless ``announce`` is off), never raise, on failure."""
     try:
         with folder_lock(folder):
             target = sync_report(folder) if job_dir is None else update_job(folder, job_dir)
-        log.info("report: %s", target)
+        log.log(logging.INFO if announce else logging.DEBUG, "report: %s", target)
         return target
     except NoManifestError as exc:
         log.info("report not written: %s", exc)
@@ -111,8 +111,8 @@ class ReportCallback(Callback):
         rebuild(report_folder(config), job_folder(config))
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.enabled:
-            rebuild(report_folder(config))
+        if self.enabled:  # the job hook already said where the report is; say it once
+            rebuild(report_folder(config), announce=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.enabled:
