@@ -61,3 +61,49 @@ def test_a_model_loaded_ahead_equals_a_plain_seeded_load():
 def test_short_sweeps(names):
     settings = SimpleNamespace(device="cpu", model_cache=0)
     assert [mp.name for mp, _ in engine.loaded_ahead(_plans(*names), settings)] == list(names)
+
+
+def test_a_sweep_lets_each_model_go_once_it_is_done(compose_cfg, photo_dir, tmp_path, monkeypatch):
+    """Memory stays bounded by the current model and the one loaded ahead, however many models a run sweeps."""
+    import gc
+    import weakref
+
+    from pipeline.config import settings_from
+    from pipeline.engine.model_run import ModelRun
+    from pipeline.plan import make_plan
+
+    names = ["alexnet", "squeezenet1_0", "squeezenet1_1", "alexnet"]
+    cfg = compose_cfg(
+        [
+            f"models=[{','.join(names[:3])}]",
+            "weights=none",
+            "layers=[first]",
+            "methods=[feature_maps]",
+            f"images=[{photo_dir}]",
+            "predictions=false",
+            "model_cache=0",
+        ]
+    )
+    settings = settings_from(cfg)
+    alive: list[weakref.ref] = []
+    real_load, real_run = engine.load_model, ModelRun.run
+
+    def load(*args, **kwargs):
+        loaded = real_load(*args, **kwargs)
+        alive.append(weakref.ref(loaded.module))
+        return loaded
+
+    held = []
+
+    def run(self, pending):
+        real_run(self, pending)
+        gc.collect()
+        held.append(sum(ref() is not None for ref in alive))
+
+    monkeypatch.setattr(engine, "load_model", load)
+    monkeypatch.setattr(ModelRun, "run", run)
+    summary = engine.run(settings, make_plan(settings), tmp_path / "run")
+    assert summary.ok == summary.planned > 0
+    # as each model ends, only it (its load's future is still in the caller's hands) and the one loaded ahead are
+    # alive, and the count does not grow; keeping every finished model (the bug) gives [2, 3, 3]
+    assert held == [2, 2, 1]

@@ -108,7 +108,8 @@ class ModelRun:
     told: set = field(default_factory=set)  # images whose problems were already said (shared by the models)
     after_batch: Callable[[], None] | None = None  # e.g. rewrite run.json, so predictions survive a kill
     done: set[ArtefactKey] = field(default_factory=set)
-    loaded: LoadedModel | None = None
+    loaded: LoadedModel | None = None  # held while this model works, released after (a sweep keeps every ModelRun)
+    transform_input: bool | None = None  # googlenet / inception_v3: how the loaded model transforms its input
     batch_size: int | None = None  # images per pass (decided here when batch_size is auto)
 
     def __post_init__(self) -> None:
@@ -167,9 +168,8 @@ class ModelRun:
         where = output.picture.where or (f"layer {layer.name} ({layer.describe()})" if layer else "")
         label = self.mp.weights.label
         weights = label.upper() if self.mp.weights.random else label
-        flag = getattr(self.loaded.module, "transform_input", None) if self.loaded else None
-        if flag is not None:  # googlenet / inception_v3: say how the input was transformed
-            weights += f" (transform_input={flag})"
+        if self.transform_input is not None:  # googlenet / inception_v3: say how the input was transformed
+            weights += f" (transform_input={self.transform_input})"
         return header_lines(
             self.mp.name,
             method.name,
@@ -220,9 +220,17 @@ class ModelRun:
 
     # --- the work -------------------------------------------------------------------------------------------------
     def run(self, pending: Future[LoadedModel]) -> None:
+        """Load (or take the model loaded ahead), make every artefact left to make, then let the model go."""
+        try:
+            self._run(pending)
+        finally:
+            self.loaded = None
+
+    def _run(self, pending: Future[LoadedModel]) -> None:
         started = time.perf_counter()
         try:
             self.loaded = pending.result()
+            self.transform_input = getattr(self.loaded.module, "transform_input", None)
             raise_if_stopped()
         except Exception as exc:  # noqa: BLE001 - one model failing must not sink the sweep
             error = error_text(exc)
