@@ -90,10 +90,17 @@ class _Image:
 
 @dataclass
 class _Batch:
-    """The overview's state across the layers of one batch (kept in the pass's scratch space)."""
+    """The overview's state across the layers of one batch (kept in the pass's scratch space).
+
+    The GIF's maps of every layer go into one block allocated up front, not one small array per layer: small
+    arrays that outlive the big activations streaming past them would pin the allocator's heap and make the
+    process's memory grow with depth."""
 
     shown: set[str]
     images: list[_Image]
+    frame_maps: np.ndarray  # [images, layers, maps, frame_px, frame_px]
+    frame_inputs: list[np.ndarray]  # each image at frame size
+    row_inputs: list[np.ndarray]  # each image at tile size
     featured: set[str] = field(default_factory=set)
 
 
@@ -122,8 +129,15 @@ class Overview(base.Method):
         p = self.params
         state = view.scratch.get(self.name)
         if state is None:
-            shown = {view.layers[i].name for i in spread(len(view.layers), p.max_rows)}
-            state = view.scratch[self.name] = _Batch(shown, [_Image() for _ in view.labels])
+            state = view.scratch[self.name] = _Batch(
+                shown={view.layers[i].name for i in spread(len(view.layers), p.max_rows)},
+                images=[_Image() for _ in view.labels],
+                frame_maps=np.zeros(
+                    (len(view.labels), len(view.layers), self._frame_count(), p.frame_px, p.frame_px), np.float32
+                ),
+                frame_inputs=[small_image(source, p.frame_px) for source in view.sources],
+                row_inputs=[small_image(source, p.tile_px) for source in view.sources],
+            )
         state.featured.update(method for method, _, _ in FEATURED if view.outputs.get(method))
         act = view.activation.detach().float()
         n, c, h, w = act.shape
@@ -136,8 +150,11 @@ class Overview(base.Method):
             kept.stats.append([layer.index, c, h, w, float(a.mean()), float(a.amax()), float((a > 0).float().mean())])
             kept.names.append(layer.name)
             chosen = a.index_select(0, top[i])
-            frame_maps = shrink(chosen[: max(1, p.per_row - 1)], p.frame_px)
-            frame = [base.ImageTile(small_image(view.sources[i], p.frame_px), "input")]
+            small = shrink(chosen[: self._frame_count()], p.frame_px)
+            k, fh, fw = small.shape
+            frame_maps = state.frame_maps[i, len(kept.frames), :k, :fh, :fw]
+            frame_maps[...] = small
+            frame = [base.ImageTile(state.frame_inputs[i], "input")]
             frame += [
                 base.MapTile(m, f"ch {int(ch)}", p.cmap) for m, ch in zip(frame_maps, top[i].tolist(), strict=False)
             ]
@@ -147,9 +164,13 @@ class Overview(base.Method):
                 kept.rows.append(self._row(view, i, chosen, top[i].tolist(), (c, h, w), stride))
         return []
 
+    def _frame_count(self) -> int:
+        """Maps per GIF frame: the input tile and the strongest maps fill ``per_row`` places."""
+        return max(1, self.params.per_row - 1)
+
     def _row(self, view: base.LayerView, i: int, chosen: torch.Tensor, channels: list[int], shape, stride) -> base.Row:
         p, layer = self.params, view.layer
-        source = small_image(view.sources[i], p.tile_px)
+        source = view.scratch[self.name].row_inputs[i]
         maps = shrink(chosen, p.tile_px)
         if p.display == "overlay":
             tiles: list[base.Tile] = [
@@ -187,7 +208,7 @@ class Overview(base.Method):
             )
             first = base.Row(
                 ["input", f"3×{view.x.shape[-2]}×{view.x.shape[-1]}"],
-                [base.ImageTile(small_image(view.sources[i], p.tile_px), "input")],
+                [base.ImageTile(state.row_inputs[i], "input")],
             )
             plot = base.DepthPlot(
                 title=f"{view.model.name} · {view.labels[i]}: statistics against depth",
