@@ -70,12 +70,13 @@ def test_a_sweep_lets_each_model_go_once_it_is_done(compose_cfg, photo_dir, tmp_
 
     from pipeline.config import settings_from
     from pipeline.engine.model_run import ModelRun
+    from pipeline.models.registry import clear_cache
     from pipeline.plan import make_plan
 
-    names = ["alexnet", "squeezenet1_0", "squeezenet1_1", "alexnet"]
+    clear_cache()  # a model another test left in the process-wide cache would be alive whatever the sweep does
     cfg = compose_cfg(
         [
-            f"models=[{','.join(names[:3])}]",
+            "models=[alexnet,squeezenet1_0,squeezenet1_1]",
             "weights=none",
             "layers=[first]",
             "methods=[feature_maps]",
