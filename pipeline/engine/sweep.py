@@ -29,9 +29,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from pipeline.config import Settings
 from pipeline.engine.model_run import ModelRun, make_record, png_path
 from pipeline.engine.progress import PICTURE, Progress
-from pipeline.engine.resume import MANIFEST, Expect, Resumed, check_same_settings, read_json, resume
+from pipeline.engine.resume import MANIFEST, Expect, Resumed, check_same_settings, resume
 from pipeline.models.registry import LoadedModel, load_model
-from pipeline.output.files import exclusive, write_bytes, write_json
+from pipeline.output.files import exclusive, read_json, write_bytes, write_json
 from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
 from pipeline.output.writer import Writer, error_text, first_line

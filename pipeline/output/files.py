@@ -188,3 +188,12 @@ def write_npy(path: Path, array: np.ndarray) -> dict[str, int | str]:
 def write_json(path: Path, data: object) -> None:
     """Write JSON atomically (UTF-8, indented, keys in insertion order)."""
     write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; an empty dict when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

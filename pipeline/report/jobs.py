@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.output.files import read_json
 from pipeline.output.record import Record
 
 MANIFEST = "manifest.jsonl"
@@ -96,14 +97,6 @@ def natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _read_overrides(job_dir: Path) -> list[str]:
     try:
         data = yaml.safe_load((job_dir / OVERRIDES).read_text(encoding="utf-8"))
@@ -177,7 +170,7 @@ def load_job(job_dir: Path, folder: Path) -> Job:
     """Read one job directory; records gain ``job`` and get ``png``/``raw``/``thumb``/``files`` relative to
     ``folder``."""
     rel = job_dir.relative_to(folder).as_posix()
-    job = Job(rel=rel, run=_read_json(job_dir / "run.json"), status=_read_json(job_dir / JOB_STATUS))
+    job = Job(rel=rel, run=read_json(job_dir / "run.json"), status=read_json(job_dir / JOB_STATUS))
     job.overrides = _read_overrides(job_dir) or [str(o) for o in job.status.get("overrides") or []]
     if (job_dir / MANIFEST).is_file():
         job.has_manifest = True
