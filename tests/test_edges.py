@@ -1,0 +1,109 @@
+"""Nothing lost at the edges (issue 19): stops while the report is written and SIGHUP, refused reruns that must
+leave a folder alone, plugins that collide with a built-in, a user's odd models, odd files, and one-line messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import OFFLINE, ROOT
+
+SMALL = ["models=[resnet18]", "weights=none", "layers=[first]", "methods=[filters,feature_maps]", "batch_size=1"]
+
+# A plugin that sends this very process a signal at a chosen moment: deterministic, where a test that signals
+# from outside can only hope to hit a window of a few milliseconds.
+STOPPER = """
+import os, signal
+from pipeline.output import manifest
+from pipeline.report import callback
+
+SIGNUM = getattr(signal, os.environ["STOP_SIGNAL"])
+AT = os.environ["STOP_AT"]
+real_update, real_write = callback.update_job, manifest.Manifest.write
+
+
+fired = []
+
+
+def update_job(folder, job_dir):
+    if AT == "report" and not fired:
+        fired.append(SIGNUM)
+        os.kill(os.getpid(), SIGNUM)
+    return real_update(folder, job_dir)
+
+
+def write(self, record):
+    real_write(self, record)
+    if AT == "first_artefact" and self.ok == 1:
+        os.kill(os.getpid(), SIGNUM)
+
+
+callback.update_job = update_job
+manifest.Manifest.write = write
+"""
+
+
+def cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` with the network blocked and ``cwd`` (where test plugins live) on the path."""
+    path = os.pathsep.join([str(cwd), str(OFFLINE), str(ROOT)])
+    full = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def said(stderr: str) -> list[str]:
+    """The console's lines, without the progress bar's redraws."""
+    return [line.split("\r")[-1].strip() for line in stderr.split("\n") if line.split("\r")[-1].strip()]
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def temps(folder: Path) -> list[str]:
+    return [str(p.relative_to(folder)) for p in folder.rglob("*.tmp")]
+
+
+# --- 1, 2: every stop is said once, recorded as what it was, and leaves a report --------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signame,at,code",
+    [("SIGTERM", "report", 143), ("SIGINT", "report", 130), ("SIGHUP", "first_artefact", 129)],
+)
+def test_a_stop_while_the_report_is_written_or_by_sighup_is_said_recorded_and_leaves_a_report(
+    tmp_path, photo_dir, signame, at, code
+):
+    (tmp_path / "stopper.py").write_text(STOPPER)
+    out = tmp_path / "run"
+    proc = cli(
+        [*SMALL, f"images=[{photo_dir}]", "plugins=[stopper]", f"hydra.run.dir={out}"],
+        tmp_path,
+        env={"STOP_SIGNAL": signame, "STOP_AT": at},
+    )
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    stopped = [line for line in said(proc.stderr) if f"stopped by {signame}" in line]
+    assert len(stopped) == 1, said(proc.stderr)
+    status = read(out / "job_status.json")
+    assert (status["status"], status["exit_code"]) == ("INTERRUPTED", code)
+    assert (out / "index.html").is_file() and (out / "report").is_dir()
+    assert temps(out) == []
+    info = read(out / "run.json")
+    if at == "report":  # every artefact was made: the run is finished, the stop came after it
+        assert info["status"] == "finished" and info["counts"]["remaining"] == 0
+        assert f"{info['counts']['ok']} of {info['counts']['planned']} artefacts in place" in stopped[0]
+        index = (out / "index.html").read_text(encoding="utf-8")
+        assert "INTERRUPTED" in index  # the report tells the job the same way job_status.json does
+    else:
+        assert (info["status"], info["stopped_by"], info["exit_code"]) == ("interrupted", signame, code)
+        assert 0 < info["counts"]["ok"] < info["counts"]["planned"]
