@@ -56,7 +56,7 @@ def worst(a: int, b: int) -> int:
     return max(a, b, key=lambda code: (code > 128, code))
 
 
-_EXIT: dict = {"code": OK, "last": (OK, None)}
+_EXIT: dict = {"code": OK, "last": (OK, None), "owns_folder": True}
 
 
 def late_stop() -> int | None:
@@ -65,10 +65,23 @@ def late_stop() -> int | None:
     return signum if signum is not None and _EXIT["code"] <= 128 else None
 
 
-def remember_exit(code: int, reason: str | None = None) -> None:
-    """Fold one job's exit code into this process's (the worst of all its jobs), and keep its one-line reason."""
+def remember_exit(code: int, reason: str | None = None, owns_folder: bool = True) -> None:
+    """Fold one job's exit code into this process's (the worst of all its jobs), and keep its one-line reason;
+    ``owns_folder`` is False for a job refused because its folder holds another run (nothing may be written)."""
     _EXIT["code"] = worst(_EXIT["code"], code)
     _EXIT["last"] = (code, reason)
+    _EXIT["owns_folder"] = owns_folder
+
+
+def new_job() -> None:
+    """A job starts: until it says otherwise, its folder is its own."""
+    _EXIT["owns_folder"] = True
+
+
+def last_job_owns_folder() -> bool:
+    """False when the last job was refused because its folder belongs to another run: its job-end hooks must then
+    write nothing there (no job_status.json, no report)."""
+    return _EXIT["owns_folder"]
 
 
 def last_job() -> tuple[int, str | None]:

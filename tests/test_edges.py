@@ -107,3 +107,34 @@ def test_a_stop_while_the_report_is_written_or_by_sighup_is_said_recorded_and_le
     else:
         assert (info["status"], info["stopped_by"], info["exit_code"]) == ("interrupted", signame, code)
         assert 0 < info["counts"]["ok"] < info["counts"]["planned"]
+
+
+# --- 3: a refused run changes nothing in a folder it does not own ----------------------------------------------------
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_rerun_or_a_run_into_a_busy_folder_changes_nothing_there(tmp_path, photo_dir, capfd):
+    import fcntl
+
+    from pipeline.api import sweep
+
+    out = tmp_path / "run"
+    args = [*SMALL, f"images=[{photo_dir}]", f"hydra.run.dir={out}"]
+    assert sweep(args).exit_code == 0
+    overrides = (out / ".hydra" / "overrides.yaml").read_text()
+    assert "models=[resnet18]" in overrides and "top_k" not in overrides  # the job's own record is there
+    before = snapshot(out)
+    capfd.readouterr()
+    assert sweep([*args, "feature_maps.top_k=4"]).exit_code == 2
+    assert [line for line in said(capfd.readouterr().err) if "resume:" in line] == [
+        f"error: resume: {out} holds a run made with feature_maps.top_k=64, this run has feature_maps.top_k=4; "
+        "rerun with the same settings to resume it, or choose another output folder (hydra.run.dir=...)."
+    ]
+    assert snapshot(out) == before  # .hydra/*.yaml, job_status.json, run.log, run.json, the report: all as they were
+
+    with open(out / ".run.lock", "a") as handle:  # another run is writing into the folder right now
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        assert sweep(args).exit_code == 2
+    assert snapshot(out) == before
+    assert f"another run is writing into {out} right now" in capfd.readouterr().err

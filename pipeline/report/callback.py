@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.output.files import read_json, write_bytes
 from pipeline.report.build import sync_report, update_job
 from pipeline.report.jobs import JOB_STATUS, NoManifestError
-from pipeline.status import job_state, last_job, late_stop, remember_exit
+from pipeline.status import job_state, last_job, last_job_owns_folder, late_stop, remember_exit
 
 try:
     import fcntl
@@ -130,7 +130,7 @@ class ReportCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         """Record how the job ended in its directory, then update the report for it (failed jobs included)."""
-        if not self.enabled:
+        if not self.enabled or not last_job_owns_folder():  # a job refused from another run's folder writes nothing
             return
         try:
             self._write_status(config, job_return)
@@ -140,7 +140,7 @@ class ReportCallback(Callback):
         record_late_stop(config)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.enabled:  # the job hook already said where the report is; say it once
+        if self.enabled and last_job_owns_folder():  # the job hook already said where the report is; say it once
             rebuild(report_folder(config), announce=False)
             record_late_stop(config)
 
