@@ -138,3 +138,59 @@ def test_a_refused_rerun_or_a_run_into_a_busy_folder_changes_nothing_there(tmp_p
         assert sweep(args).exit_code == 2
     assert snapshot(out) == before
     assert f"another run is writing into {out} right now" in capfd.readouterr().err
+
+
+# --- 13: one message for any garbage checkpoint, whatever exception its bytes make torch.load raise ------------------
+def garbage_checkpoints(folder: Path) -> list[Path]:
+    """Many files that are not checkpoints: random bytes of many sizes, real checkpoints cut short, text, pickles
+    that are not tensors, a zip that is not torch's."""
+    import io
+    import pickle
+    import random
+    import zipfile
+
+    import torch
+
+    rng = random.Random(19)
+    files: dict[str, bytes] = {f"random_{i}.pth": rng.randbytes(rng.choice([1, 7, 64, 600, 4096])) for i in range(60)}
+    files["pickle_marker.pth"] = b"\x80\x02" + rng.randbytes(300)
+    buffer = io.BytesIO()
+    torch.save({"weight": torch.zeros(64, 3, 3, 3), "bias": torch.zeros(64)}, buffer)
+    whole = buffer.getvalue()
+    for i, cut in enumerate(sorted(rng.sample(range(1, len(whole) - 30), 12))):
+        files[f"truncated_{i}.pth"] = whole[:cut]
+    files["text.pth"] = b"weights: none\nthis is a text file\n" * 20
+    files["empty_dict.pth"] = pickle.dumps({})
+    files["empty_list.pth"] = pickle.dumps([], protocol=4)
+    files["numbers.pth"] = pickle.dumps({"weight": [1.0, 2.0]})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("notes.txt", "not torch")
+    files["other.zip"] = buffer.getvalue()
+    paths = []
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        paths.append(folder / name)
+    return paths
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_any_garbage_checkpoint_gets_one_and_the_same_line(tmp_path):
+    from pipeline.errors import UserError
+    from pipeline.models.registry import read_checkpoint
+    from pipeline.output.writer import error_text
+
+    reasons = {}
+    for path in garbage_checkpoints(tmp_path):
+        with pytest.raises(UserError) as caught:
+            read_checkpoint(path)
+        message = str(caught.value)
+        assert "\n" not in message and "weights_only=False" not in message
+        reasons[path.name] = message.replace(repr(str(path)), "<path>")
+        assert error_text(caught.value) == f"UserError: {message}"  # our own words: no "(at registry.py:249)"
+    assert set(reasons.values()) == {
+        "weights: cannot use checkpoint <path>: it is not a PyTorch checkpoint, or it is damaged or cut short."
+    }, reasons
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(UserError, match=r"empty.pth': it is empty\.$"):
+        read_checkpoint(tmp_path / "empty.pth")

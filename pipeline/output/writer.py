@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.errors import UserError
 from pipeline.output.files import file_facts, thumb_path, write_bytes, write_npy, write_png, write_thumbnail
 from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
@@ -33,8 +34,9 @@ def first_line(text: object) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """One line: exception type and (first line of its) message, with the innermost frame for where it happened."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    """One line: exception type and (first line of its) message, with the innermost frame for where it happened
+    (none for a UserError: a bad file or setting of the user's, where our code location would only mislead)."""
+    frames = [] if isinstance(exc, UserError) else traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {first_line(exc)}{where}"
 
