@@ -194,3 +194,30 @@ def test_any_garbage_checkpoint_gets_one_and_the_same_line(tmp_path):
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(UserError, match=r"empty.pth': it is empty\.$"):
         read_checkpoint(tmp_path / "empty.pth")
+
+
+# --- 12: a string selects a module by name, an integer a conv layer by index ----------------------------------------
+def test_a_string_names_a_layer_and_an_integer_indexes_one(compose_cfg):
+    import torch
+    from torch import nn
+
+    from pipeline.api import visualize
+    from pipeline.config import settings_from
+    from pipeline.errors import UserError
+    from pipeline.models.layers import conv_layers, select_layers
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(), nn.Conv2d(5, 6, 3))
+    convs = conv_layers(net)
+    assert [c.name for c in convs] == ["0", "2", "4"]
+    # on the command line: layers=['2'] is a string, layers=[2] an integer
+    by_name = settings_from(compose_cfg(["layers=['2']"])).layers
+    by_index = settings_from(compose_cfg(["layers=[2]"])).layers
+    assert [c.name for c in select_layers(convs, by_name)] == ["2"]
+    assert [c.name for c in select_layers(convs, by_index)] == ["4"]
+    with pytest.raises(UserError, match=r"'1' \(a string\) names no conv layer .* give the integer: layers=\[1\]"):
+        select_layers(convs, ["1"])  # the module named 1 is a ReLU
+    # in Python, the same
+    x = torch.rand(1, 3, 16, 16)
+    for layers, expected in ((["2"], ["2"]), ([2], ["4"]), ("4", ["4"]), ([0, "0"], ["0"])):
+        found = [a.record["layer"] for a in visualize(net, layers=layers, images=x, methods=["feature_maps"])]
+        assert found == expected, layers
