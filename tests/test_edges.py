@@ -221,3 +221,92 @@ def test_a_string_names_a_layer_and_an_integer_indexes_one(compose_cfg):
     for layers, expected in ((["2"], ["2"]), ([2], ["4"]), ("4", ["4"]), ([0, "0"], ["0"])):
         found = [a.record["layer"] for a in visualize(net, layers=layers, images=x, methods=["feature_maps"])]
         assert found == expected, layers
+
+
+# --- 5, 6, 7: a user's own model returning a tuple or a dict, taking one channel, or in half precision --------------
+class OddNet:
+    """Factory of tiny models with 1000 classes whose forward returns what ``kind`` says."""
+
+    @staticmethod
+    def make(kind: str = "tensor", channels: int = 3):
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.features = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3))
+                self.head = nn.Linear(8, 1000)
+
+            def forward(self, x):
+                logits = self.head(torch.relu(self.features(x)).mean((2, 3)))
+                if kind == "tuple":
+                    return logits, x.mean()
+                if kind == "dict":
+                    return {"aux": logits.detach() * 0, "logits": logits}
+                if kind == "dict_unnamed":
+                    return {"a": logits, "b": logits}
+                return logits
+
+        torch.manual_seed(5)
+        return Net().eval()
+
+
+METHODS = ["filters", "feature_maps", "guided_backprop", "gradient", "grad_cam", "guided_grad_cam", "overview"]
+
+
+def top_class(artefacts) -> int:
+    return next(a for a in artefacts if a.record["method"] == "grad_cam").record["targets"][0]["class_index"]
+
+
+@pytest.mark.slow
+def test_your_own_models_odd_outputs_one_channel_and_half_precision_work(capfd):
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    from pipeline.api import visualize
+
+    x = torch.rand(3, 40, 48) * 2 - 1  # preprocessed with ImageNet's normalisation (visualize's default)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+
+    def run(net, images=x, **kw):
+        found = list(visualize(net, layers="all", images=images, methods=METHODS, **kw))
+        assert [a.record.get("error") for a in found if not a.ok] == []
+        for a in found:  # every picture draws (a grayscale model's input gradient is one channel)
+            assert a.image.mode == "RGB"
+        return found
+
+    for kind in ("tuple", "dict"):
+        net = OddNet.make(kind)
+        expected = int(OddNet.make("tensor")(x[None]).argmax())  # the same weights, plain logits
+        assert top_class(run(net)) == expected, kind
+
+    unnamed = list(visualize(OddNet.make("dict_unnamed"), layers="all", images=x, methods=["grad_cam"]))
+    assert {a.record["error"] for a in unnamed} == {
+        "UserError: the model's forward returned a dict with keys ['a', 'b']; name its class scores logits or out "
+        "(or return them as a tensor)."
+    }
+
+    gray = OddNet.make(channels=1)  # an RGB photo for a grayscale model: its luma, normalised as the RGB was
+    v = x * std.view(3, 1, 1) + mean.view(3, 1, 1)
+    luma = (torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1) * v).sum(0, keepdim=True)
+    g = ((luma - mean.view(3, 1, 1)) / std.view(3, 1, 1)).mean(0, keepdim=True)
+    found = run(gray)
+    assert top_class(found) == int(gray(g[None]).argmax())
+    rgb = np.asarray(next(a for a in found if a.record["method"] == "feature_maps").image)
+    assert rgb.shape[-1] == 3
+
+    photo = Image.fromarray((np.random.default_rng(6).random((50, 60, 3)) * 255).astype(np.uint8))
+    one_channel = transforms.Compose(
+        [transforms.Grayscale(), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])]
+    )
+    found = run(gray, images=[photo], transform=one_channel)
+    assert top_class(found) == int(gray(one_channel(photo)[None]).argmax())
+
+    half = OddNet.make().half()  # on the CPU
+    before = [p.clone() for p in half.parameters()]
+    assert top_class(run(half)) == int(half(x[None].half()).float().argmax())
+    assert all(p.dtype == torch.float16 and torch.equal(p, b) for p, b in zip(half.parameters(), before, strict=True))
+    assert "meta" not in capfd.readouterr().err  # no internal batch-estimate messages

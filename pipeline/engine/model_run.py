@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Settings
+from pipeline.engine.inputs import fit_input
 from pipeline.engine.memory import auto_batch
 from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
@@ -293,8 +294,8 @@ class ModelRun:
         and each half runs on its own (what one half already made is not made again)."""
         images = [image for image, _ in kept]
         info = model_info(self.loaded, self.mp)
-        x = torch.stack([tensor for _, tensor in kept]).to(self.loaded.device)
-        sources = [input_tile(t, info.mean, info.std) for _, t in kept]
+        x, shown, info = fit_input(torch.stack([t for _, t in kept]).to(self.loaded.device), self.loaded.module, info)
+        sources = [input_tile(t, info.mean, info.std) for t in shown]
         fresh = any(key not in self.verified for key in self.plan.artefacts(self.mp, images))
         work = BatchWork(
             self.loaded.module,
