@@ -310,3 +310,43 @@ def test_your_own_models_odd_outputs_one_channel_and_half_precision_work(capfd):
     assert top_class(run(half)) == int(half(x[None].half()).float().argmax())
     assert all(p.dtype == torch.float16 and torch.equal(p, b) for p, b in zip(half.parameters(), before, strict=True))
     assert "meta" not in capfd.readouterr().err  # no internal batch-estimate messages
+
+
+# --- 4: a plugin that reuses a built-in method's name is refused in one line naming the collision --------------------
+CLASH = """
+from dataclasses import dataclass
+from pipeline.methods import base, register
+from pipeline.methods.grad_cam import GradCam
+
+
+@dataclass(frozen=True)
+class Params(base.Params):
+    strength: int = 1
+
+
+@register
+class {cls}({parent}):
+    name = "grad_cam"
+    {params}
+"""
+
+
+@pytest.mark.parametrize(
+    "module,parent,params", [("clash_other_params", "base.Method", "Params = Params"), ("clash_same", "GradCam", "")]
+)
+def test_a_plugin_reusing_a_built_in_name_is_refused_naming_both(
+    compose_cfg, tmp_path, monkeypatch, module, parent, params
+):
+    from pipeline.config import settings_from
+    from pipeline.errors import UserError
+    from pipeline.methods import method_class
+
+    (tmp_path / f"{module}.py").write_text(CLASH.format(cls="MyCam", parent=parent, params=params))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError) as caught:
+        settings_from(compose_cfg([f"plugins=[{module}]", "methods=[grad_cam]"]))
+    assert str(caught.value) == (
+        f"plugins: {module}.MyCam registers the method name 'grad_cam', which the built-in method "
+        "pipeline.methods.grad_cam.GradCam already has; give your method another name."
+    )
+    assert method_class("grad_cam").__module__ == "pipeline.methods.grad_cam"  # the built-in is still the one
