@@ -350,3 +350,48 @@ def test_a_plugin_reusing_a_built_in_name_is_refused_naming_both(
         "pipeline.methods.grad_cam.GradCam already has; give your method another name."
     )
     assert method_class("grad_cam").__module__ == "pipeline.methods.grad_cam"  # the built-in is still the one
+
+
+# --- 9, 14: refused at the door, in one line, exit 2 ------------------------------------------------------------------
+def test_bad_values_that_reached_the_work_are_refused_at_the_door(compose_cfg, tmp_path):
+    from pipeline.config import settings_from
+    from pipeline.door import check_folder, check_keys
+    from pipeline.errors import UserError
+    from pipeline.plan import make_plan
+
+    def refused(overrides: list[str]) -> str:
+        with pytest.raises(UserError) as caught:
+            make_plan(settings_from(compose_cfg(["models=[resnet18]", "layers=[first]", *overrides])))
+        return str(caught.value)
+
+    assert refused(["seed=99999999999999999999999"]) == "seed: 99999999999999999999999 is above the maximum 4294967295."
+    assert (
+        refused([f"weights={tmp_path}"]) == f"weights: {str(tmp_path)!r} is a folder; give the checkpoint file in it."
+    )
+    assert refused(["weights=none", "methods=[feature_maps]", "feature_maps.channels=[3,99999]"]) == (
+        "feature_maps: channels [99999] out of range for layer conv1 of resnet18, which has 64 channels."
+    )
+    make_plan(settings_from(compose_cfg(["models=[resnet18]", "weights=none", "feature_maps.channels=[-64,63]"])))
+
+    with pytest.raises(UserError, match=r"^feature_viz.steps: 'feature_viz' is neither a setting nor an installed"):
+        check_keys(["feature_viz.steps=8"])
+    with pytest.raises(UserError, match=r"Closest valid: grad_cam"):
+        check_keys(["grad_cma.top_k=2"])
+    with pytest.raises(UserError, match=r"^grad_cam.topk: grad_cam has no parameter 'topk'.*Closest valid: top_k\.$"):
+        check_keys(["grad_cam.topk=2"])
+    check_keys(["+feature_viz.steps=8", "grad_cam.top_k=2", "render.font_px=12", "hydra.job.chdir=false", "seed=3"])
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserError, match=r"a_file' is a file\.$"):
+        check_folder([f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"])
+    with pytest.raises(UserError, match=r"^hydra.sweep.dir: cannot write into '/proc/forbidden'"):
+        check_folder(["-m", "hydra.sweep.dir=/proc/forbidden"])
+    check_folder([f"hydra.run.dir={tmp_path / 'new' / 'run'}"])
+
+
+def test_the_cli_refuses_an_unknown_key_in_one_line_before_hydra_runs(tmp_path):
+    proc = cli(["models=[resnet18]", "weights=none", "feature_viz.steps=8"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    told = said(proc.stderr)
+    assert len(told) == 1 and told[0].startswith("error: feature_viz.steps: 'feature_viz' is neither a setting"), told
+    assert not (tmp_path / "outputs").exists()  # refused before any folder was made

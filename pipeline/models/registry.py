@@ -60,6 +60,8 @@ def resolve_weights(model: str, spec: str | None, seed: int = 0) -> WeightsChoic
     looks_like_path = os.sep in text or text.endswith((".pth", ".pt", ".ckpt", ".bin")) or Path(text).exists()
     if looks_like_path:
         path = Path(text).expanduser()
+        if path.is_dir():
+            raise UserError(f"weights: {str(path)!r} is a folder; give the checkpoint file in it.")
         if not path.is_file():
             raise UserError(f"weights: checkpoint file {str(path)!r} does not exist.")
         return WeightsChoice("checkpoint", f"checkpoint {path.name}", path=path.resolve())
