@@ -395,3 +395,44 @@ def test_the_cli_refuses_an_unknown_key_in_one_line_before_hydra_runs(tmp_path):
     told = said(proc.stderr)
     assert len(told) == 1 and told[0].startswith("error: feature_viz.steps: 'feature_viz' is neither a setting"), told
     assert not (tmp_path / "outputs").exists()  # refused before any folder was made
+
+
+# --- 10: a newline in a file name; a picture that fails is said, not only recorded ----------------------------------
+def test_a_newline_in_a_file_name_draws_and_a_failed_picture_is_said(compose_cfg, tmp_path, photo_dir, caplog):
+    import logging
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from pipeline.config import settings_from
+    from pipeline.engine import sweep
+    from pipeline.engine.model_run import make_record
+    from pipeline.output.manifest import Manifest, read_lines
+    from pipeline.output.writer import Writer
+    from pipeline.plan import make_plan
+
+    odd = photo_dir / "two\nlines.png"
+    shutil.copy(photo_dir / "synthetic_0.png", odd)
+    cfg = compose_cfg(["models=[resnet18]", "weights=none", "layers=[first]", "methods=[feature_maps]"])
+    cfg.images = [str(odd)]
+    settings = settings_from(cfg)
+    plan = make_plan(settings)
+    root = tmp_path / "run"
+    summary = sweep.run(settings, plan, root, config=OmegaConf.to_container(cfg, resolve=True))
+    assert (summary.ok, summary.failed) == (1, [])
+    assert read_lines(root / "manifest.jsonl")[0]["image_name"] == "two\nlines"  # the name as written
+
+    mp, method = plan.models[0], plan.methods[0]
+    record = make_record(plan, mp, method, mp.layers[0].name, odd)
+
+    def broken():
+        raise ValueError("cannot draw this")
+
+    with caplog.at_level(logging.ERROR), Manifest(tmp_path / "m.jsonl") as manifest:
+        writer = Writer(tmp_path, manifest)
+        writer.submit(record, "x.png", broken)
+        writer.close()
+    assert read_lines(tmp_path / "m.jsonl")[0]["status"] == "failed"
+    said_lines = [r.getMessage() for r in caplog.records if "picture failed" in r.getMessage()]
+    assert len(said_lines) == 1 and said_lines[0].startswith("resnet18 feature_maps conv1 two_lines: picture failed")
+    assert "ValueError: cannot draw this" in said_lines[0]

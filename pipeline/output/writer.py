@@ -90,8 +90,12 @@ class Writer:
                 files["raw"] = write_npy(self.root / raw_path, raw)
             thumb = self._thumbnail(relative_png, image, files)
             done = record.done(relative_png, raw_path, thumb, attached, files)
-        except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
+        except Exception as exc:  # noqa: BLE001 - recorded in the manifest and said, the run goes on
             done = record.failed(error_text(exc))
+            where = " ".join(str(part) for part in (record.model, record.method, record.layer) if part)
+            log.error(
+                "%s%s: picture failed: %s", where, f" {record.image_label}" if record.image_label else "", done.error
+            )
         finally:
             self._slots.release()
         self._finish(done)
