@@ -436,3 +436,42 @@ def test_a_newline_in_a_file_name_draws_and_a_failed_picture_is_said(compose_cfg
     said_lines = [r.getMessage() for r in caplog.records if "picture failed" in r.getMessage()]
     assert len(said_lines) == 1 and said_lines[0].startswith("resnet18 feature_maps conv1 two_lines: picture failed")
     assert "ValueError: cannot draw this" in said_lines[0]
+
+
+# --- 11: the report tells the folder as it is: a PNG deleted since the run, manifest lines that cannot be read -------
+def test_a_rebuilt_report_shows_a_deleted_png_as_missing_and_says_which_lines_it_could_not_read(
+    compose_cfg, tmp_path, photo_dir, caplog
+):
+    import logging
+
+    from helpers import walk_report
+    from omegaconf import OmegaConf
+
+    from pipeline.config import settings_from
+    from pipeline.engine import sweep
+    from pipeline.output.manifest import read_lines
+    from pipeline.plan import make_plan
+    from pipeline.report.build import build_report
+
+    cfg = compose_cfg([*SMALL, f"images=[{photo_dir}]", "predictions=false"])
+    settings = settings_from(cfg)
+    root = tmp_path / "run"
+    sweep.run(settings, make_plan(settings), root, config=OmegaConf.to_container(cfg, resolve=True))
+    lines = read_lines(root / "manifest.jsonl")
+    gone = next(r for r in lines if r["method"] == "feature_maps")
+    (root / gone["png"]).unlink()
+    with open(root / "manifest.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"model": "resnet18", "status": "o\n')  # a torn line, then garbage
+        handle.write("not json at all\n")
+
+    with caplog.at_level(logging.WARNING):
+        build_report(root)
+    report = walk_report(root)
+    assert report.broken() == []  # no dead "full size" link
+    assert (root / gone["png"]) not in report.targets(".png")
+    text = " ".join([*report.pages.values(), *report.chunks.values()])
+    assert f"file missing: {Path(gone['png']).name} is no longer in the folder" in text
+    warned = [r.getMessage() for r in caplog.records if "could not be read" in r.getMessage()]
+    assert warned == [
+        f"report: {root / 'manifest.jsonl'}: 2 line(s) could not be read (torn or not JSON) and are left out"
+    ]
