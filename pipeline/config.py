@@ -28,7 +28,7 @@ from pipeline.models.registry import available_models
 METHOD_DEFAULTS = "method_defaults"
 # Scalar settings: (type, constraints). Their defaults are in conf/config.yaml.
 SCALARS: dict[str, tuple[Any, dict]] = {
-    "seed": (int, {}),
+    "seed": (int, {"min": 0, "max": 2**32 - 1}),  # as numpy takes it; a larger one overflowed in torch
     "save_raw": (bool, {}),
     "device": (Literal["auto", "cpu", "cuda"], {}),
     "predictions": (bool, {}),
