@@ -491,3 +491,36 @@ def test_a_missing_chunk_shows_as_missing_in_a_real_browser(tmp_path):
 def test_no_manifest_is_an_error(tmp_path):
     with pytest.raises(NoManifestError):
         build_report(tmp_path)
+
+
+@pytest.mark.parametrize("n, columns, font_px", [(64, None, 12), (20, None, 16), (5, 3, 12)])
+def test_compare_cuts_the_strongest_maps_out_of_the_rendered_grid(tmp_path, n, columns, font_px):
+    from pipeline.output.record import Record
+    from pipeline.render.grid import compose
+    from pipeline.report.summary import TOP, top_tiles
+
+    colours = np.random.default_rng(n).integers(0, 255, (n, 3), dtype=np.uint8)
+    tiles = [np.broadcast_to(c, (40, 40, 3)).copy() for c in colours]
+    header = ["resnet18 · feature_maps · layer conv1", "a second, long header line " * 4]
+    compose(tiles, [f"ch {i}" for i in range(n)], header, 40, columns, font_px).save(tmp_path / "maps.png")
+    record = Record("m", "w", False, "conv1", 0, "feature_maps", "/p.png", "p", png="maps.png")
+    record.params, record.extra = {"tile_px": 40, "columns": columns}, {"channels": list(range(n))}
+    found = top_tiles(record, tmp_path, font_px)
+    picture = np.asarray(Image.open(tmp_path / "maps.png"))
+    assert found["size"] == [picture.shape[1], picture.shape[0]]
+    assert len(found["boxes"]) == min(TOP, n)
+    for i, (x, y, w, h) in enumerate(found["boxes"]):
+        cut = picture[y : y + h, x : x + w]
+        assert (cut[4:40, 4:40] == colours[i]).all()  # the i-th strongest map, whole, in its box
+        assert (cut[:, :2] != colours[i]).any(axis=-1).all()  # and nothing of its neighbours
+        assert h > 40 + font_px  # with its label under it
+
+
+def test_compare_columns_stay_readable_with_ten_models(tmp_path):
+    for n in range(10):
+        fake_job(tmp_path / str(n), model=f"net{n}")
+    build_report(tmp_path)
+    page = (tmp_path / "compare.html").read_text(encoding="utf-8")
+    assert page.count("<th><a href=") == 10
+    width = int(re.search(r'class="compare" style="min-width:(\d+)px"', page).group(1))
+    assert (width - 130) / 10 >= 200  # at least 200 px a model: the page scrolls sideways rather than shrink
