@@ -12,7 +12,7 @@ artefacts with no layer (class targets). The page shows one layer and one image 
 from __future__ import annotations
 
 import json
-from functools import cache
+import sys
 
 from pipeline.output.record import Record
 from pipeline.report import layout
@@ -26,20 +26,22 @@ PICKERS = ("grad_cam", "grad_cam_pp", "layer_cam", "feature_maps")
 FACTS = ("shape", "stride", "receptive_field")  # manifest fields that describe a layer, when a record has them
 
 
-@cache
-def _registry_order() -> tuple[str, ...]:
-    from pipeline.methods import registry
-
+def registry_order() -> list[str]:
+    """The method registry's order when it is loaded (always in a run's own process, whose callback builds the
+    report, and in ``python -m pipeline.report``); the report never imports it (torch) just for this."""
+    registry = sys.modules.get("pipeline.methods.registry")
     try:
-        return tuple(registry.names())
+        return list(registry.names()) if registry is not None else []
     except Exception:  # noqa: BLE001 - a report never fails for want of the method registry
-        return ()
+        return []
 
 
-def method_rank(method: str) -> tuple[int, str]:
-    """Methods in the registry's order; unknown ones (a plug-in not imported here) after them, by name."""
-    order = _registry_order()
-    return (order.index(method), "") if method in order else (len(order), method)
+def method_ranks(records: list[Record]) -> dict[str, int]:
+    """Each method's place: the registry's order, then methods it does not know (a plug-in not imported here)
+    in the order the job wrote them first."""
+    order = registry_order()
+    seen = [m for m in dict.fromkeys(r.method for r in records) if m not in order]
+    return {m: i for i, m in enumerate([*order, *seen])}
 
 
 def _layer_order(records: list[Record]) -> float:
@@ -49,12 +51,13 @@ def _layer_order(records: list[Record]) -> float:
 
 def layers(records: list[Record]) -> list[tuple[str, list[Record]]]:
     """The records that belong to a layer, per layer in conv order, methods in registry order within each."""
+    rank = method_ranks(records)
     found: dict[str, list[Record]] = {}
     for r in records:
         if r.layer:
             found.setdefault(r.layer, []).append(r)
     ordered = sorted(found.items(), key=lambda item: _layer_order(item[1]))
-    return [(name, sorted(items, key=lambda r: method_rank(r.method))) for name, items in ordered]
+    return [(name, sorted(items, key=lambda r: rank[r.method])) for name, items in ordered]
 
 
 def _facts(items: list[Record]) -> dict[str, str]:
@@ -139,9 +142,8 @@ def section_html(job: Job, records: list[Record]) -> str:
             f' data-facts="{data}"><div class="panels">{"".join(figure(r) for r in items)}</div></section>'
         )
     parts.append("</div>")
-    per_image = sorted(
-        (r for r in records if not r.layer and r.method not in LEADS), key=lambda r: method_rank(r.method)
-    )
+    rank = method_ranks(records)
+    per_image = sorted((r for r in records if not r.layer and r.method not in LEADS), key=lambda r: rank[r.method])
     if per_image:
         parts.append(
             '<div class="per-image"><h3>Per image, at no layer: class targets</h3>'

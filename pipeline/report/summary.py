@@ -126,11 +126,11 @@ def leads(records: list[Record]) -> list[dict[str, Any]]:
 def top_tiles(r: Record, root: Path, font_px: int) -> dict[str, Any] | None:
     """Where the strongest ``TOP`` maps sit inside a feature-map grid (``compose``'s layout: channels strongest
     first, row by row): the PNG's size and a box ``[x, y, w, h]`` per map with its label, or None if unknown."""
-    n = len(r.extra.get("channels") or [])
-    tile = r.params.get("tile_px")
-    if not n or not isinstance(tile, int):
+    channels, tile, cols = r.extra.get("channels"), r.params.get("tile_px"), r.params.get("columns")
+    if not isinstance(channels, list) or not channels or not isinstance(tile, int) or tile < 1:
         return None
-    cols = r.params.get("columns") or max(1, math.ceil(math.sqrt(n)))
+    n = len(channels)
+    cols = cols if isinstance(cols, int) and cols > 0 else max(1, math.ceil(math.sqrt(n)))
     cell_w, cell_h = tile + PAD, tile + font_px + 6 + PAD
     try:
         with Image.open(root / r.png) as image:
