@@ -493,23 +493,24 @@ def test_no_manifest_is_an_error(tmp_path):
         build_report(tmp_path)
 
 
-@pytest.mark.parametrize("n, columns, font_px", [(64, None, 12), (20, None, 16), (5, 3, 12)])
+@pytest.mark.parametrize("n, columns, font_px", [(64, None, 12), (20, None, 16), (5, 3, 12), (80, 8, 12)])
 def test_compare_cuts_the_strongest_maps_out_of_the_rendered_grid(tmp_path, n, columns, font_px):
     from pipeline.output.record import Record
     from pipeline.render.grid import compose
     from pipeline.report.summary import TOP, top_tiles
 
-    colours = np.random.default_rng(n).integers(0, 255, (n, 3), dtype=np.uint8)
-    tiles = [np.broadcast_to(c, (40, 40, 3)).copy() for c in colours]
+    colours = np.random.default_rng(n).integers(0, 255, (n + 1, 3), dtype=np.uint8)
+    tiles = [np.broadcast_to(c, (40, 40, 3)).copy() for c in colours]  # the input, then n maps, as the method does
     header = ["resnet18 · feature_maps · layer conv1", "a second, long header line " * 4]
-    compose(tiles, [f"ch {i}" for i in range(n)], header, 40, columns, font_px).save(tmp_path / "maps.png")
+    labels = ["input", *(f"ch {i}" for i in range(n))]
+    compose(tiles, labels, header, 40, columns, font_px).save(tmp_path / "maps.png")
     record = Record("m", "w", False, "conv1", 0, "feature_maps", "/p.png", "p", png="maps.png")
     record.params, record.extra = {"tile_px": 40, "columns": columns}, {"channels": list(range(n))}
     found = top_tiles(record, tmp_path, font_px)
     picture = np.asarray(Image.open(tmp_path / "maps.png"))
     assert found["size"] == [picture.shape[1], picture.shape[0]]
     assert len(found["boxes"]) == min(TOP, n)
-    for i, (x, y, w, h) in enumerate(found["boxes"]):
+    for i, (x, y, w, h) in enumerate(found["boxes"], start=1):
         cut = picture[y : y + h, x : x + w]
         assert (cut[4:40, 4:40] == colours[i]).all()  # the i-th strongest map, whole, in its box
         assert (cut[:, :2] != colours[i]).any(axis=-1).all()  # and nothing of its neighbours

@@ -38,8 +38,8 @@ details.job>summary{cursor:pointer;font-weight:bold}details.job.missing{border-c
 .lead img{width:256px;height:auto;vertical-align:top;margin-right:6px}.lead img.plot{width:420px}
 table.compare{width:100%;table-layout:fixed}table.compare td{text-align:center;min-width:200px}
 table.compare th{background:#f0f0f0}table.compare th:first-child{width:9em}
-table.compare img{width:100%;height:auto;display:block;margin:auto}
-.tops{display:grid;grid-template-columns:repeat(4,1fr);gap:3px}.tops svg{width:100%;height:auto;display:block}
+table.compare img{width:100%;max-width:380px;height:auto;display:block;margin:auto}
+.tops{display:grid;grid-template-columns:repeat(4,1fr);gap:3px;max-width:520px;margin:auto}.tops svg{width:100%;height:auto;display:block}
 .wrap{overflow-x:auto}
 .cards{display:flex;flex-wrap:wrap;gap:14px}.model{width:420px;margin:0;background:#fff;border:1px solid #ddd;
 border-radius:4px;padding:6px}.model img{width:100%;height:auto;display:block;background:#eee;min-height:60px}

@@ -124,12 +124,13 @@ def leads(records: list[Record]) -> list[dict[str, Any]]:
 
 
 def top_tiles(r: Record, root: Path, font_px: int) -> dict[str, Any] | None:
-    """Where the strongest ``TOP`` maps sit inside a feature-map grid (``compose``'s layout: channels strongest
-    first, row by row): the PNG's size and a box ``[x, y, w, h]`` per map with its label, or None if unknown."""
+    """Where the strongest ``TOP`` maps sit inside a feature-map grid (``compose``'s layout: the input, then the
+    channels strongest first, row by row): the PNG's size and a box ``[x, y, w, h]`` per map with its label, or
+    None if unknown."""
     channels, tile, cols = r.extra.get("channels"), r.params.get("tile_px"), r.params.get("columns")
     if not isinstance(channels, list) or not channels or not isinstance(tile, int) or tile < 1:
         return None
-    n = len(channels)
+    n = len(channels) + 1  # the input comes first
     cols = cols if isinstance(cols, int) and cols > 0 else max(1, math.ceil(math.sqrt(n)))
     cell_w, cell_h = tile + PAD, tile + font_px + 6 + PAD
     try:
@@ -139,10 +140,8 @@ def top_tiles(r: Record, root: Path, font_px: int) -> dict[str, Any] | None:
         return None
     head = height - math.ceil(n / cols) * cell_h - PAD
     x0 = (width - cols * cell_w + PAD) // 2
-    boxes = [
-        [x0 + c * cell_w - PAD // 2, head + row * cell_h, cell_w, cell_h - PAD // 2]
-        for row, c in (divmod(i, cols) for i in range(min(TOP, n)))
-    ]
+    places = (divmod(i, cols) for i in range(1, min(TOP + 1, n)))
+    boxes = [[x0 + c * cell_w - PAD // 2, head + row * cell_h, cell_w, cell_h - PAD // 2] for row, c in places]
     return {"size": [width, height], "boxes": boxes} if head >= 0 and x0 >= PAD // 2 else None
 
 
@@ -158,13 +157,13 @@ def depth(records: list[Record], root: Path | None = None, font_px: int = 12) ->
         for r in done:
             if r.method == method:
                 per_image.setdefault(image_name(r), []).append(r)
-        for n, (image, chosen) in enumerate(per_image.items()):
+        for image, chosen in per_image.items():
             chosen.sort(key=lambda r: r.layer_index)
             row = []
             for _, f in DEPTHS:
                 r = chosen[round(f * (len(chosen) - 1))]
                 row.append(_picture(r))
-                if method == MAPS and root is not None and n == 0:  # the first image's: what compare shows
+                if method == MAPS and root is not None:
                     row[-1]["tiles"] = top_tiles(r, root, font_px)
             found["rows"].setdefault(method, {})[image] = row
     return found
