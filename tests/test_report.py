@@ -525,3 +525,21 @@ def test_compare_columns_stay_readable_with_ten_models(tmp_path):
     assert page.count("<th><a href=") == 10
     width = int(re.search(r'class="compare" style="min-width:(\d+)px"', page).group(1))
     assert (width - 130) / 10 >= 200  # at least 200 px a model: the page scrolls sideways rather than shrink
+
+
+def test_model_page_shows_a_layer_side_by_side_in_the_registry_order_plugins_included(tmp_path):
+    import toy_method  # noqa: F401 - registers toy_energy, as plugins=[toy_method] would
+
+    from pipeline.methods import registry
+
+    fake_job(tmp_path)
+    manifest = tmp_path / "manifest.jsonl"
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()[:2]]
+    extra = [{**lines[1], "method": m, "png": lines[1]["png"]} for m in ("zz_unknown", "toy_energy", "grad_cam")]
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in [*extra, *lines]), encoding="utf-8")
+    build_report(tmp_path)
+    chunk = read_chunk(tmp_path / "report" / "jobs" / "x-3a52ce7809" / "resnet18.js")["html"]
+    layer = re.search(r'<section class="layer group" hidden data-i="0" data-name="conv1".*?</section>', chunk).group(0)
+    shown = re.findall(r'data-m="([^"]+)"', layer)
+    order = registry.names()
+    assert shown == [*sorted(["filters", "feature_maps", "grad_cam", "toy_energy"], key=order.index), "zz_unknown"]
