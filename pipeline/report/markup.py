@@ -53,10 +53,11 @@ padding:2px;cursor:pointer;font:inherit;font-size:12px}.pick.on{border-color:#4a
 #strip{display:flex;align-items:flex-end;gap:1px;height:40px;margin:.3em 0}
 #strip button{flex:1;min-width:3px;max-width:24px;padding:0;border:0;background:#9fb3d1;cursor:pointer}
 #strip button.on{background:#c33}#facts{margin:.1em 0}
-.panels{display:flex;flex-wrap:wrap;gap:10px;margin:.4em 0}.panels .card{flex:1 1 190px;max-width:330px;width:auto}
+.panels{display:flex;flex-wrap:wrap;gap:10px;margin:.4em 0}.panels .card{flex:1 1 160px;max-width:330px;width:auto}
 #full{position:fixed;inset:0;background:rgba(20,20,20,.92);z-index:10;overflow:auto;text-align:center;padding:1em}
 #full .bar{margin-bottom:.5em}#full a{color:#cde}#full img{max-width:none;background:#fff}
-header nav a,#explorer h2 .muted{font-size:.8em;font-weight:normal}
+h1 .muted,#explorer h2 .muted{font-size:.7em;font-weight:normal}
+header p{margin:.2em 0}
 """
 
 # Registered in <head> so it sees every image's error event: marks cards whose picture is gone.

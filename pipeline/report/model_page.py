@@ -176,14 +176,14 @@ def render_model_page(title: str, model: str, summaries: list[JobSummary], label
     n_layers = len({layer for s in mine for layer in real_layers(s.models[model].layers)})
     n_images = len({image for s in mine for image in s.models[model].images})
     n_methods = len({method for s in mine for method in s.models[model].methods})
-    nav = "".join(
+    nav = " · ".join(
         f'<a href="#{a}">{t}</a>'
         for a, t in (("explorer", "depth explorer"), ("predictions", "predictions"), ("model", "whole model"))
     )
     header = (
-        f'<p><a href="{UP}{layout.INDEX}">← report {esc(title)}</a></p><h1>{esc(model)}</h1>'
-        f"<p>{len(mine)} job(s) · {ok} artefact(s) ok, {failed} failed · {n_layers} conv layer(s) · "
-        f"{n_images} image(s) · {n_methods} method(s)</p><nav>{nav}</nav>"
+        f'<p><a href="{UP}{layout.INDEX}">← report {esc(title)}</a> · {nav}</p><h1>{esc(model)} <span class="muted">'
+        f"{len(mine)} job(s) · {ok} artefact(s) ok, {failed} failed · {n_layers} conv layer(s) · "
+        f"{n_images} image(s) · {n_methods} method(s)</span></h1>"
     )
     table = predictions(model, mine, labels)
     body = (
