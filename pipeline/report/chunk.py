@@ -60,6 +60,10 @@ def layers(records: list[Record]) -> list[tuple[str, list[Record]]]:
     return [(name, sorted(items, key=lambda r: rank[r.method])) for name, items in ordered]
 
 
+def _sized(value: object, n: int) -> bool:
+    return isinstance(value, list) and len(value) == n and all(isinstance(v, int) for v in value)
+
+
 def _facts(items: list[Record]) -> dict[str, str]:
     """Shape (C×H×W), stride and receptive field of a layer, from whatever its records carry."""
     facts: dict[str, str] = {}
@@ -69,10 +73,11 @@ def _facts(items: list[Record]) -> dict[str, str]:
             if value is not None and name not in facts:
                 facts[name] = "×".join(map(str, value)) if isinstance(value, list) else str(value)
     if "stride" not in facts:
-        shape = next((r.extra["shape"] for r in items if isinstance(r.extra.get("shape"), list)), None)
-        size = next((r.extra["input_size"] for r in items if isinstance(r.extra.get("input_size"), list)), None)
-        if shape and size and len(shape) == 3 and shape[1]:
-            facts["stride"] = f"{size[0] / shape[1]:g}"
+        shape = next((r.extra["shape"][1:] for r in items if _sized(r.extra.get("shape"), 3)), None)
+        shape = shape or next((r.extra["map_size"] for r in items if _sized(r.extra.get("map_size"), 2)), None)
+        size = next((r.extra["input_size"] for r in items if _sized(r.extra.get("input_size"), 2)), None)
+        if shape and size and shape[0]:
+            facts["stride"] = f"{size[0] / shape[0]:g}"
     return facts
 
 
