@@ -77,9 +77,32 @@ def settle(browser) -> dict:
 def test_walk_the_depth_switch_images_and_open_full_size_in_a_browser(tmp_path):
     explorer_job(tmp_path / "run")
     build_report(tmp_path / "run")
-    page = tmp_path / "run" / "report" / "models" / "tinynet.html"
+    for job in ("0", "1"):
+        explorer_job(tmp_path / "sweep" / job)
+    build_report(tmp_path / "sweep")
     with loopback_only():
-        browse_the_explorer(tmp_path, page)
+        browse_the_explorer(tmp_path, tmp_path / "run" / "report" / "models" / "tinynet.html")
+        switch_jobs(tmp_path, tmp_path / "sweep" / "report" / "models" / "tinynet.html")
+
+
+def switch_jobs(tmp_path: Path, page: Path) -> None:
+    """A sweep's model page explores one job at a time; the list switches, keeping the layer and the image."""
+    browser = driver(tmp_path / "profile-sweep")
+    from selenium.webdriver.support.ui import Select
+
+    try:
+        browser.set_script_timeout(30)
+        browser.get(page.as_uri() + f"#job=j-0&layer={LAYERS[2]}&image=dog")
+        settle(browser)
+        assert all("/0/" in src for src in srcs(browser))
+        Select(browser.find_element("id", "job")).select_by_value("j-1")
+        settle(browser)
+        assert len(srcs(browser)) == 3 and all("/1/" in src for src in srcs(browser))  # job 1's pictures
+        assert browser.find_element("id", "layer-label").text == f"layer 3 of 8: {LAYERS[2]}"
+        assert "job=j-1" in browser.current_url and "image=dog" in browser.current_url
+        assert console_errors(browser) == []
+    finally:
+        browser.quit()
 
 
 def browse_the_explorer(tmp_path: Path, page: Path) -> None:
