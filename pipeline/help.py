@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pipeline.methods import registry
 from pipeline.methods.params import _hints, _optional
 
-WIDTH = 20  # column of the explanations
+WIDTH = 22  # column of the explanations
 PARAM_WIDTH = 34  # the same for method parameters
 
 ABOUT = """\

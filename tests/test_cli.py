@@ -134,7 +134,7 @@ def test_help_explains_every_key_and_method_from_where_they_are_defined(compose_
     for key, meaning in KEY_HELP.items():
         assert meaning in text
         assert re.search(rf"^  {re.escape(key)}\s+= ", text, re.M) or f"  {key}\n" in text, key
-    assert "  models            = [efficientnet_lite0]" in text  # values from conf/config.yaml
+    assert "  models              = [efficientnet_lite0]" in text  # values from conf/config.yaml
     for name in registry.names():  # every method, the plugin's too, in the registry's order
         assert re.search(rf"^  {name}\s", text, re.M), name
     assert text.index("\n  filters ") < text.index("\n  feature_maps ") < text.index("\n  toy_energy ")
@@ -150,7 +150,7 @@ def test_help_and_cfg_on_the_command_line(tmp_path):
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert shown.stdout.startswith("Filter-Map-Insights: see inside an ImageNet CNN")
     assert "Powered by Hydra" not in shown.stdout and "== Config ==" not in shown.stdout
-    assert "memory_budget     = 0.6" in shown.stdout and "guided_grad_cam" in shown.stdout
+    assert "memory_budget       = 0.6" in shown.stdout and "guided_grad_cam" in shown.stdout
     config = run_cli(["--cfg", "job"], cwd=tmp_path)
     assert config.returncode == 0 and "feature_maps:\n  tile_px: 96" in config.stdout
     assert list(tmp_path.iterdir()) == []  # neither writes an output folder
