@@ -120,6 +120,8 @@ class ModelRun:
             for m in self.plan.methods
             if m.scope is Scope.LAYER
         }
+        if not self.plan.per_layer:  # another shard makes them
+            self.layer_todo = {name: [] for name in self.layer_todo}
 
     # --- what is left to do ---------------------------------------------------------------------------------------
     def _key(self, method: Method, layer: str | None, image: Path | None) -> ArtefactKey:
