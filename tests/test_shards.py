@@ -124,6 +124,8 @@ def test_a_sharded_sweep_equals_the_unsharded_run_and_resumes_per_shard(tmp_path
     assert sorted(json.loads(line)["png"] for line in lines) == sorted(
         f"{r['dir'].name}/{r['png']}" for r in [*whole.values(), *parts.values()]
     )
+    page = (folder / "report" / "models" / "squeezenet1_1.html").read_text(encoding="utf-8")
+    assert "1 run(s) in 4 job(s) (sharded)" in page  # the shards and the whole run differ only in shard=: one config
 
     # resume, per shard: a lost picture of shard 1/3 is made again by that shard alone, with the same bytes
     lost = next(r for r in parts.values() if r["dir"].name == "2" and r["method"] == "grad_cam")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pipeline.report import layout
 from pipeline.report.markup import document, esc, filter_box, href, key, predictions
-from pipeline.report.summary import CLASS_TARGET, JobSummary
+from pipeline.report.summary import CLASS_TARGET, JobSummary, runs
 
 MAX_LISTED = 200  # failed artefacts listed here; the model pages show every one
 MAX_PREDICTIONS = 50  # rows of a model's predictions here; its page has them all
@@ -39,7 +39,7 @@ def _model_row(model: str, mine: list[JobSummary]) -> str:
     err = ' class="err"' if failed else ""
     return (
         f'<tr class="f" data-k="{key(model)}"><td class="thumb">{picture}</td>'
-        f'<td><a href="{page}">{esc(model)}</a></td><td>{len(mine)}</td><td>{layers}</td><td>{ok}</td>'
+        f'<td><a href="{page}">{esc(model)}</a></td><td>{runs(mine)}</td><td>{layers}</td><td>{ok}</td>'
         f"<td{err}>{failed}</td></tr>"
     )
 
@@ -134,7 +134,7 @@ def render_index(
         nav += f'<a href="{layout.MERGED}">{layout.MERGED}</a>'
     header = (
         f"<h1>Filter-Map-Insights report: {esc(title)}</h1>"
-        f"<p>{len(summaries)} job(s) · {len(models)} model(s) · {ok} artefact(s) ok · {failed} failed</p>"
+        f"<p>{runs(summaries)} · {len(models)} model(s) · {ok} artefact(s) ok · {failed} failed</p>"
         f"{filter_box('filter by model, image, job, error…')}<nav>{nav}</nav>"
     )
     body = "\n".join(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pipeline.report import layout
 from pipeline.report.markup import document, esc, filter_box, href, key, predictions
-from pipeline.report.summary import JobSummary, distinct_overrides
+from pipeline.report.summary import JobSummary, distinct_overrides, runs
 
 AUTO_OPEN = 200  # artefacts: a page with at most this many opens all its jobs' sections at once
 UP = layout.UP_FROM_PAGE
@@ -114,7 +114,7 @@ def render_model_page(title: str, model: str, summaries: list[JobSummary], label
     failed = sum(s.models[model].failed for s in mine)
     header = (
         f'<p><a href="{UP}{layout.INDEX}">← report {esc(title)}</a></p><h1>{esc(model)}</h1>'
-        f"<p>{len(mine)} job(s) · {ok} artefact(s) ok · {failed} failed</p>"
+        f"<p>{runs(mine)} · {ok} artefact(s) ok · {failed} failed</p>"
         f"{filter_box('filter by layer, method, image, job, override…')}"
         ' <button id="open" type="button">open all shown</button> <button id="close" type="button">close all</button>'
     )
