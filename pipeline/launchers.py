@@ -18,7 +18,7 @@ from typing import Any
 import submitit
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict, read_write
 
 from pipeline.output.files import write_json
 from pipeline.report.callback import rebuild, report_folder
@@ -73,12 +73,13 @@ class WatchingSlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         def lost(index: int, job: Any, exc: BaseException) -> JobReturn:
-            return self._lost(initial_job_idx + index, list(job_overrides[index]), job, exc)
+            log.debug("job %d: %s", initial_job_idx + index, exc)
+            return self._lost(initial_job_idx + index, list(job_overrides[index]), job)
 
         with _watching(lost):
             return super().launch(job_overrides, initial_job_idx)
 
-    def _lost(self, num: int, overrides: list[str], job: Any, exc: BaseException) -> JobReturn:
+    def _lost(self, num: int, overrides: list[str], job: Any) -> JobReturn:
         """Record job ``num`` as lost (its folder's job_status.json, the report, the exit code) and return its stand-in."""
         state = _state(job)
         reason = (
@@ -100,7 +101,7 @@ class WatchingSlurmLauncher(submitit_launcher.SlurmLauncher):
         """The job's output folder, as the job itself would have resolved it."""
         try:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-            with open_dict(config.hydra.job):
+            with read_write(config.hydra), open_dict(config.hydra.job):
                 config.hydra.job.num = num
             sweep = Path(str(config.hydra.sweep.dir), str(OmegaConf.select(config, "hydra.sweep.subdir")))
             base = OmegaConf.select(self.config, "hydra.runtime.cwd")

@@ -23,6 +23,8 @@ from conftest import OFFLINE, ROOT
 from PIL import Image
 from test_shards import manifest, same_artefacts
 
+from pipeline.exit_status import sweep_outcomes
+
 CLUSTER = ROOT / "cluster"
 START_TIMEOUT = 240  # s: a fresh machine installs munge, SLURM, slurmdbd and MariaDB first
 SWEEP_TIMEOUT = 240  # s: the outer limit of one sweep
@@ -123,6 +125,36 @@ def one_ok_line_each(folder: Path, expected: int) -> None:
     lines = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
     keys = {(r["method"], r["layer"], r["image"]) for r in lines}
     assert len(lines) == len(keys) == expected and all(r["status"] == "ok" for r in lines)
+
+
+def test_the_launcher_waits_for_every_job_and_records_a_lost_one(compose_cfg, tmp_path):
+    """Offline (submitit mocked): the second of three jobs ends without a result; the third is still waited for."""
+    from unittest import mock
+
+    import submitit
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}", "hydra.mode=MULTIRUN"], True)
+    launcher = instantiate(cfg.hydra.launcher)
+    context = mock.MagicMock()
+    context.config_loader.load_sweep_config.side_effect = lambda config, overrides: config.copy()
+    launcher.setup(hydra_context=context, task_function=lambda cfg: None, config=cfg)
+    jobs = [mock.MagicMock(job_id=f"7_{i}", state="COMPLETED") for i in range(3)]
+    for i, job in enumerate(jobs):
+        job.results.return_value = [JobReturn(overrides=[f"models=m{i}"], status=JobStatus.COMPLETED, _return_value=0)]
+    jobs[1].state = "CANCELLED by 0"
+    jobs[1].results.side_effect = submitit.core.utils.UncompletedJobError("job 7_1 has not produced any output")
+    with mock.patch("submitit.AutoExecutor") as executor_cls:
+        executor_cls.return_value.map_array.return_value = jobs
+        returns = launcher.launch([["models=m0"], ["models=m1"], ["models=m2"]], initial_job_idx=0)
+    assert [r.return_value for r in returns] == [0, 1, 0] and all(j.results.called for j in jobs)
+    status = json.loads((tmp_path / "1" / "job_status.json").read_text())
+    assert status["status"] == "LOST" and status["overrides"] == ["models=m1"]
+    assert status["error"].startswith("lost: SLURM job 7_1 ended CANCELLED without a result")
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "run.json").write_text(json.dumps({"exit_code": 0}))
+    assert sorted(sweep_outcomes(tmp_path, 0.0)) == [(0, "completed"), (1, "lost")]
 
 
 @pytest.mark.slow
