@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -92,7 +93,8 @@ def jobs(folder: Path) -> list[dict]:
     for job in sorted((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
         info = json.loads((job / "run.json").read_text())
         found.append({"job": int(job.name), "engine_s": info.get("seconds"), "artefacts": info["counts"]["ok"]})
-    tasks = [p.name for p in (folder / ".submitit").glob("*_*")] if (folder / ".submitit").is_dir() else []
+    submitit = folder / ".submitit"
+    tasks = [p.name for p in submitit.iterdir() if re.fullmatch(r"\d+_\d+", p.name)] if submitit.is_dir() else []
     if tasks:
         array = tasks[0].split("_")[0]
         out = subprocess.run(

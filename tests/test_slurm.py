@@ -159,7 +159,7 @@ def test_the_launcher_waits_for_every_job_and_records_a_lost_one(compose_cfg, tm
 
 @pytest.mark.slow
 def test_array_sweep_with_a_preempted_task_equals_the_basic_launcher(slurm, tmp_path):
-    images = photos(tmp_path / "photos", 9)
+    images = photos(tmp_path / "photos", 6)
     common = [*TINY, f"images=[{images}]", "methods=[feature_maps,slow_energy]", "+slow_energy.seconds=2"]
     sweep = ["-m", *common, "shard=0/3,1/3,2/3"]
     folder = tmp_path / "slurm"
@@ -172,7 +172,7 @@ def test_array_sweep_with_a_preempted_task_equals_the_basic_launcher(slurm, tmp_
     assert "Requeued job" in submitit_log(folder, task)
     assert "resuming in" in (folder / "1" / "run.log").read_text()
     for job in range(3):
-        one_ok_line_each(folder / str(job), 3 * 2)
+        one_ok_line_each(folder / str(job), 2 * 2)
 
     basic = tmp_path / "basic"
     done = subprocess.run(
@@ -187,7 +187,7 @@ def test_array_sweep_with_a_preempted_task_equals_the_basic_launcher(slurm, tmp_
     jobs = [str(j) for j in range(3)]
     same_artefacts(manifest(*(basic / j for j in jobs)), manifest(*(folder / j for j in jobs)))
     lines = (folder / "index.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len({json.loads(line)["png"] for line in lines}) == 3 * 6  # the report holds every picture
+    assert len({json.loads(line)["png"] for line in lines}) == 3 * 4  # the report holds every picture
 
 
 @pytest.mark.slow
@@ -242,9 +242,8 @@ def test_time_limits_requeue_and_resume_in_both_submitit_branches(slurm, tmp_pat
         said = submitit_log(folder, task)
         assert f"this job is {case}" in said, said[-2000:]
         assert "this job is " + ("preempted" if case == "timed-out" else "timed-out") not in said
-        # max_num_timeout is 3: a timeout uses one up, a preemption none
-        assert re.findall(r"Requeued job \S+ \((\d+) remaining timeouts\)", said) == [
-            "2" if case == "timed-out" else "3"
-        ]
+        # max_num_timeout is 3: a timeout uses one up, a preemption none (the log says each line twice)
+        left = set(re.findall(r"Requeued job \S+ \((\d+) remaining timeouts\)", said))
+        assert left == {"2" if case == "timed-out" else "3"}
         assert "resuming in" in (folder / "0" / "run.log").read_text()
         one_ok_line_each(folder / "0", 10)
