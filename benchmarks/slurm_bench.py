@@ -61,7 +61,8 @@ def run(args: list[str], cwd: Path, preempt: int | None = None) -> dict:
         proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, stderr=err)
     signalled = None
     if preempt is not None:
-        signalled = _preempt(preempt, Path(next(a for a in args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1]))
+        folder = Path(next(a for a in args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
+        signalled = _preempt(preempt, folder, proc)
     proc.wait()
     wall = time.perf_counter() - started
     if proc.returncode != 0:
@@ -74,8 +75,8 @@ def run(args: list[str], cwd: Path, preempt: int | None = None) -> dict:
     }
 
 
-def _preempt(job: int, folder: Path) -> float | None:
-    for _ in range(3000):
+def _preempt(job: int, folder: Path, proc: subprocess.Popen) -> float | None:
+    while proc.poll() is None:
         manifest = folder / str(job) / "manifest.jsonl"
         if manifest.is_file() and manifest.read_text().strip():
             ids = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout.split()
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=400, help="photos for the shard figure (400)")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--only", nargs="+", choices=["sweep", "shards"], default=["sweep", "shards"])
     args = parser.parse_args(argv)
     started = time.perf_counter()
     subprocess.run(["bash", str(ROOT / "cluster" / "start.sh")], check=True)
@@ -171,14 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         sweep = ["models=alexnet,resnet18,efficientnet_lite0", "weights=none", "layers=[-1]", *COMMON]
         sweep.append(f"images=[{samples[0]}]")
         shards = ",".join(f"{i}/{args.shards}" for i in range(args.shards))
-        split = ["models=efficientnet_lite0", "layers=[-3,-2,-1]", *COMMON, f"images=[{photos}]", "batch_size=8"]
-        results = {
-            "machine": machine(),
-            "cluster_start_s": cluster_s,
-            "images": args.images,
-            "sweep": figure("sweep", sweep, work),
-            "shards": figure("shards", [*split, f"shard={shards}"], work, preempt=1),
-        }
+        batch = max(1, args.images // (2 * args.shards))  # shards are cut between batches: two or more each
+        split = ["models=efficientnet_lite0", "layers=[-3,-2,-1]", *COMMON, f"images=[{photos}]", f"batch_size={batch}"]
+        results = {"machine": machine(), "cluster_start_s": cluster_s, "images": args.images, "batch_size": batch}
+        if "sweep" in args.only:
+            results["sweep"] = figure("sweep", sweep, work)
+        if "shards" in args.only:
+            results["shards"] = figure("shards", [*split, f"shard={shards}"], work, preempt=1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
