@@ -81,8 +81,8 @@ def _preempt(job: int, folder: Path, proc: subprocess.Popen) -> float | None:
         if manifest.is_file() and manifest.read_text().strip():
             ids = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout.split()
             task = next((i for i in ids if i.endswith(f"_{job}")), None)
-            if task:
-                subprocess.run(["scancel", "--signal=USR2", task], check=True)
+            # "Job can not be altered now" while a step starts: try again
+            if task and subprocess.run(["scancel", "--signal=USR2", task]).returncode == 0:
                 return time.time()
         time.sleep(0.1)
     return None

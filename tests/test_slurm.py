@@ -113,6 +113,15 @@ def running_task(job: int, folder: Path) -> str | None:
     return next((i for i in ids if i.endswith(f"_{job}")), None)
 
 
+def scancel(*args: str) -> None:
+    """``scancel ARGS``, again while SLURM answers "Job can not be altered now" (a step being set up)."""
+    for _ in range(50):
+        if subprocess.run(["scancel", *args], capture_output=True, timeout=30).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"scancel {' '.join(args)} failed")
+
+
 def submitit_log(folder: Path, task: str) -> str:
     return "".join(p.read_text() for p in sorted((folder / ".submitit" / task).glob("*_log.*")))
 
@@ -165,7 +174,7 @@ def test_array_sweep_with_a_preempted_task_equals_the_basic_launcher(slurm, tmp_
     folder = tmp_path / "slurm"
     proc, log = start([*sweep, *SLURM, f"hydra.sweep.dir={folder}"], tmp_path, "slurm")
     task = wait_for(lambda: running_task(1, folder), "running task of job 1 with an artefact", proc)
-    subprocess.run(["scancel", "--signal=USR2", task], check=True, timeout=30)  # what a preemption sends
+    scancel("--signal=USR2", task)  # what a preemption sends
     code, err = finish(proc, log)
     assert code == 0, err[-3000:]
     assert statuses(folder, 3) == ["COMPLETED"] * 3
@@ -198,7 +207,7 @@ def test_a_lost_task_is_named_and_a_rerun_resumes_it(slurm, tmp_path):
     command += ["predictions=false", "shard=0/2,1/2", f"hydra.sweep.dir={folder}"]
     proc, log = start(command, tmp_path, "lost")
     task = wait_for(lambda: running_task(1, folder), "running task of job 1 with an artefact", proc)
-    subprocess.run(["scancel", task], check=True, timeout=30)
+    scancel(task)
     code, err = finish(proc, log)
     assert code == 1, err[-3000:]
     assert re.search(rf"job 1 lost: SLURM job {task} ended CANCELLED", err), err[-3000:]
