@@ -91,6 +91,7 @@ class Settings:
     font_px: int
     max_image_pixels: int
     list_layers: bool = False
+    shard: tuple[int, int] | None = None  # (i, n): this job makes the i-th of n equal parts of the images
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -197,6 +198,26 @@ def _model_kwargs(raw: Any, models: list[str]) -> dict[str, dict[str, Any]]:
     return {m: dict(raw) for m in models} if raw else {}
 
 
+_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def check_shard(value: Any, methods: list[Method]) -> tuple[int, int] | None:
+    """``shard: i/n`` as (i, n) with 0 <= i < n, or None; a method that needs every image (it gathers over the
+    run's images into one per-layer artefact) cannot be split and is refused with a shard."""
+    if value is None:
+        return None
+    found = _SHARD.fullmatch(str(value)) if not isinstance(value, bool) else None
+    if found is None or not int(found.group(1)) < int(found.group(2)):
+        raise UserError(f"shard: {value!r} is not i/n with 0 <= i < n (e.g. shard=0/8, or null for all images).")
+    gathering = [m.name for m in methods if getattr(m, "gathers", False)]
+    if gathering:
+        raise UserError(
+            f"shard: {value!r} cannot split {', '.join(gathering)}, which needs every image of the run in one job; "
+            "run it without shard."
+        )
+    return int(found.group(1)), int(found.group(2))
+
+
 def _method_settings(cfg: DictConfig, names: list[str]) -> tuple[list[Method], list[str]]:
     """The chosen methods with their checked parameters. Every registered method's parameters are checked,
     chosen or not, so a typo in a preset is caught the first time it is composed."""
@@ -277,6 +298,7 @@ def settings_from(cfg: DictConfig, models: list[CustomModel] | None = None) -> S
         font_px=font_px,
         max_image_pixels=scalars["max_image_pixels"],
         list_layers=scalars["list_layers"],
+        shard=check_shard(_container(cfg.get("shard")), methods),
         warnings=warnings,
     )
 

@@ -19,7 +19,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.status import Interrupted, job_state, remember_exit, stop_requested
+from pipeline.report.jobs import JOB_STATUS
+from pipeline.status import FAILED, LOST, Interrupted, job_state, remember_exit, stop_requested
 
 
 def _runs_in_process(config: DictConfig) -> bool:
@@ -28,23 +29,31 @@ def _runs_in_process(config: DictConfig) -> bool:
     return target.endswith("BasicLauncher")
 
 
-def sweep_exit_codes(folder: Path, since: float) -> list[int]:
-    """The exit codes in the ``run.json`` of every job under ``folder`` written at or after ``since``."""
-    codes = []
+def _read(path: Path, since: float) -> dict:
+    """A job's JSON file written at or after ``since`` (else, or unreadable, {})."""
+    try:
+        if path.stat().st_mtime < since:
+            return {}  # a job of an earlier sweep into the same folder
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def sweep_outcomes(folder: Path, since: float) -> list[tuple[int, str]]:
+    """(exit code, state) of every job under ``folder`` that ended at or after ``since``: from its ``run.json``,
+    or, for a job lost on the cluster (it never wrote its exit code), from the launcher's ``job_status.json``."""
+    found = []
     for parent, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        if "run.json" not in files:
+        status = _read(Path(parent, JOB_STATUS), since) if JOB_STATUS in files else {}
+        if status.get("status") == LOST:
+            found.append((FAILED, LOST.lower()))
             continue
-        path = Path(parent, "run.json")
-        try:
-            if path.stat().st_mtime < since:
-                continue  # a job of an earlier sweep into the same folder
-            code = json.loads(path.read_text(encoding="utf-8")).get("exit_code")
-        except (OSError, ValueError, AttributeError):
-            continue
+        code = _read(Path(parent, "run.json"), since).get("exit_code") if "run.json" in files else None
         if isinstance(code, int):
-            codes.append(code)
-    return codes
+            found.append((code, job_state(code).lower()))
+    return found
 
 
 class ExitStatusCallback(Callback):
@@ -65,11 +74,11 @@ class ExitStatusCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         base = OmegaConf.select(config, "hydra.runtime.cwd") or os.getcwd()
-        codes = sweep_exit_codes(Path(base, str(config.hydra.sweep.dir)), self.started)
-        for code in codes:
+        outcomes = sweep_outcomes(Path(base, str(config.hydra.sweep.dir)), self.started)
+        for code, _ in outcomes:
             remember_exit(code)
-        states = Counter(job_state(code).lower() for code in codes)
+        states = Counter(state for _, state in outcomes)
         if set(states) - {"completed"}:
             told = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
             # Hydra's own launcher lines are on the console now, not a job's log: say it plainly on stderr
-            print(f"{len(codes)} jobs: {told} (each job's run.json says more)", file=sys.stderr)
+            print(f"{len(outcomes)} jobs: {told} (each job's run.json says more)", file=sys.stderr)

@@ -56,6 +56,7 @@ class Plan:
     labels: dict[Path, str]  # file-name safe and unique: part of each PNG's name
     methods: list[Method]
     names: dict[Path, str] = field(default_factory=dict)  # as the files are named (unicode kept): for people
+    per_layer: bool = True  # makes the per-layer artefacts (False on shards other than 0, see ``shard_of``)
 
     def name(self, image: Path) -> str:
         return self.names.get(image) or self.labels[image]
@@ -73,7 +74,7 @@ class Plan:
 
         With ``images`` given, per-layer artefacts (which need no image) are left out."""
         for mp in [model] if model is not None else self.models:
-            if images is None:
+            if images is None and self.per_layer:
                 for method in self.methods:
                     if method.scope is Scope.LAYER:
                         yield from (ArtefactKey(mp.name, method.name, layer.name, None) for layer in mp.layers)
@@ -84,6 +85,18 @@ class Plan:
 
     def count(self) -> int:
         return sum(1 for _ in self.artefacts())
+
+
+def shard_of(images: list, shard: tuple[int, int] | None, batch: int = 1) -> list:
+    """The ``i``-th of ``n`` equal parts of ``images`` (contiguous, in their order), cut between whole batches of
+    ``batch`` images: a shard then runs exactly the batches the unsharded run would, so its pictures have the
+    same bytes (CPU kernels round differently for other batch compositions). Part sizes differ by one batch at
+    most; they depend on the config only, never on the machine, so every array task agrees on them."""
+    if shard is None:
+        return images
+    i, n = shard
+    batches = -(-len(images) // batch)
+    return images[i * batches // n * batch : (i + 1) * batches // n * batch]
 
 
 def skeleton_layers(model: str, **kwargs: Any) -> list[ConvLayer]:
@@ -130,6 +143,12 @@ def make_plan(
         for model in models:
             if model.custom is None:
                 ensure_available(model.name, model.weights, download)
+    # labels and names over every image, so a shard names its pictures exactly as the unsharded run does
     return Plan(
-        models=models, images=images, labels=image_labels(images), methods=settings.methods, names=image_names(images)
+        models=models,
+        images=shard_of(images, settings.shard, settings.batch_size if isinstance(settings.batch_size, int) else 1),
+        labels=image_labels(images),
+        methods=settings.methods,
+        names=image_names(images),
+        per_layer=settings.shard is None or settings.shard[0] == 0,
     )

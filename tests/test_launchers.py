@@ -75,7 +75,7 @@ def test_slurm_preset_knobs_and_executor_parameters(compose_cfg, tmp_path):
         ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"], hydra_config=True
     )
     launcher_cfg = cfg.hydra.launcher
-    assert launcher_cfg._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher_cfg._target_ == "hydra_plugins.fmi_slurm_launcher.SlurmLauncher"  # Hydra's, waiting for every job
     assert launcher_cfg.partition == "gpu"
     assert (launcher_cfg.gpus_per_node, launcher_cfg.cpus_per_task, launcher_cfg.mem_gb) == (1, 8, 32)
     assert (launcher_cfg.timeout_min, launcher_cfg.array_parallelism) == (60, 16)

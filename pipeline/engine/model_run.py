@@ -122,6 +122,8 @@ class ModelRun:
             for m in self.plan.methods
             if m.scope is Scope.LAYER
         }
+        if not self.plan.per_layer:  # another shard makes them
+            self.layer_todo = {name: [] for name in self.layer_todo}
         # gathering methods with layers left to make: every batch runs again so that they see every image
         self.gathering = [m for m in self.plan.gatherers() if self.layer_todo[m.name]]
         self.states = {m.name: {layer.name: {} for layer in self.layer_todo[m.name]} for m in self.gathering}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pipeline.report import layout
 from pipeline.report.markup import document, esc, filter_box, href, key, predictions
-from pipeline.report.summary import CLASS_TARGET, JobSummary, real_layers
+from pipeline.report.summary import CLASS_TARGET, JobSummary, real_layers, runs
 
 MAX_LISTED = 200  # failed artefacts listed here; the model pages show every one
 MAX_PREDICTIONS = 50  # rows of a model's predictions here; its page has them all
@@ -44,7 +44,7 @@ def _model_card(model: str, mine: list[JobSummary]) -> str:
     counts = (
         f"<li>{layers} conv layer(s) visualised · {images} image(s)</li>"
         f"<li>{len(methods)} method(s): {esc(', '.join(methods))}</li>"
-        f"<li>{ok} artefact(s) (pictures) written, <span{err}>{failed} failed</span>, in {len(mine)} job(s)</li>"
+        f"<li>{ok} artefact(s) (pictures) written, <span{err}>{failed} failed</span>, in {runs(mine)}</li>"
     )
     return (
         f'<figure class="model f" data-k="{key(model, *methods)}"><h3><a href="{page}">{esc(model)}</a> '
@@ -143,7 +143,7 @@ def render_index(
         nav += f'<a href="{layout.MERGED}">{layout.MERGED}</a>'
     header = (
         f"<h1>Filter-Map-Insights report: {esc(title)}</h1>"
-        f"<p>{len(summaries)} job(s) · {len(models)} model(s) · {ok} artefact(s) (pictures) written · {failed} failed</p>"
+        f"<p>{runs(summaries)} · {len(models)} model(s) · {ok} artefact(s) (pictures) written · {failed} failed</p>"
         f"{filter_box('filter by model, image, job, error…')}<nav>{nav}</nav>"
     )
     body = "\n".join(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pipeline.report import layout
 from pipeline.report.markup import document, esc, href, predictions
-from pipeline.report.summary import JobSummary, real_layers
+from pipeline.report.summary import JobSummary, real_layers, runs
 
 UP = layout.UP_FROM_PAGE
 
@@ -182,7 +182,7 @@ def render_model_page(title: str, model: str, summaries: list[JobSummary], label
     )
     header = (
         f'<p><a href="{UP}{layout.INDEX}">← report {esc(title)}</a> · {nav}</p><h1>{esc(model)} <span class="muted">'
-        f"{len(mine)} job(s) · {ok} artefact(s) ok, {failed} failed · {n_layers} conv layer(s) · "
+        f"{runs(mine)} · {ok} artefact(s) ok, {failed} failed · {n_layers} conv layer(s) · "
         f"{n_images} image(s) · {n_methods} method(s)</span></h1>"
     )
     table = predictions(model, mine, labels)

@@ -280,6 +280,16 @@ def distinct_overrides(summaries: list[JobSummary]) -> dict[str, list[str]]:
     return {s.rel: [o for o in s.overrides if o not in common] for s in summaries}
 
 
+def runs(summaries: list[JobSummary]) -> str:
+    """How many jobs, where the shards of one config (``shard=i/n``, see pipeline.plan.shard_of) count as one run:
+    ``3 job(s)``, or ``1 run(s) in 8 job(s) (sharded)`` for a model whose images were spread over array tasks."""
+    sharded = [s for s in summaries if any(o.startswith("shard=") for o in s.overrides)]
+    configs = {tuple(o for o in s.overrides if not o.startswith("shard=")) for s in summaries}
+    if not sharded or len(configs) == len(summaries):
+        return f"{len(summaries)} job(s)"
+    return f"{len(configs)} run(s) in {len(summaries)} job(s) (sharded)"
+
+
 def short_labels(summaries: list[JobSummary]) -> dict[str, str]:
     """Each job's directory plus only the overrides that differ between jobs (``0: models=alexnet``); a single
     job keeps its full label."""
