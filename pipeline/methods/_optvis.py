@@ -91,8 +91,11 @@ def transform_theta(u: torch.Tensor | None, batch: int, size: int, out: int) -> 
     return theta.float()
 
 
-def resample(rgb: torch.Tensor, theta: torch.Tensor, out: int) -> torch.Tensor:
-    """``rgb`` [B, 3, s, s] seen through ``theta`` at ``out`` px, bilinear; outside the image is gray (0.5)."""
+def resample(rgb: torch.Tensor, theta: torch.Tensor | None, out: int) -> torch.Tensor:
+    """``rgb`` [B, 3, s, s] seen through ``theta`` at ``out`` px, bilinear, outside the image gray (0.5); None:
+    a plain bilinear resize (edges replicated)."""
+    if theta is None:
+        return F.interpolate(rgb, size=(out, out), mode="bilinear", align_corners=False)
     grid = F.affine_grid(theta.to(rgb), [rgb.shape[0], 3, out, out], align_corners=False)
     return F.grid_sample(rgb - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
 

@@ -72,31 +72,35 @@ def objective_values(feats: dict[str, torch.Tensor], samples: list[Sample], obje
     return torch.stack(values)
 
 
+def to_input(raw: torch.Tensor, p: Params, theta: torch.Tensor | None, model: base.ModelInfo, out: int) -> torch.Tensor:
+    """Parameters [B, ...] → the model's preprocessed input [B, 3, out, out]: RGB, transformed (None: resized),
+    normalised."""
+    mean = torch.tensor(model.mean, device=raw.device).view(1, -1, 1, 1)
+    std = torch.tensor(model.std, device=raw.device).view(1, -1, 1, 1)
+    return (ov.resample(ov.to_rgb(raw, p.param, p.size), theta, out) - mean) / std
+
+
 def optimise(view: Any, samples: list[Sample], p: Params, on_step) -> tuple[torch.Tensor, torch.Tensor]:
     """Adam on every sample's parameters together: images [B, 3, size, size] in [0, 1] and the objective each
     reaches without transforms. ``on_step`` is called after each step (progress and stops)."""
-    device, out = view.device, view.input_size
-    mean = torch.tensor(view.model.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(view.model.std, device=device).view(1, -1, 1, 1)
+    out = view.input_size
     layers = list(dict.fromkeys(s.layer for s in samples))
-    raw = torch.stack([s.init for s in samples]).to(device).requires_grad_(True)
+    raw = torch.stack([s.init for s in samples]).to(view.device).requires_grad_(True)
     draws = torch.stack([s.draws for s in samples], 1)  # [steps, B, 6]
-    plain = ov.transform_theta(None, len(samples), p.size, out).to(device)
     adam = torch.optim.Adam([raw], lr=p.lr)
     for step in range(p.steps):
+        theta = None if p.transforms == "none" else ov.transform_theta(draws[step], len(samples), p.size, out)
         with torch.enable_grad():
-            rgb = ov.to_rgb(raw, p.param, p.size)
-            theta = plain if p.transforms == "none" else ov.transform_theta(draws[step], len(samples), p.size, out)
-            x = (ov.resample(rgb, theta.to(device), out) - mean) / std
+            x = to_input(raw, p, theta, view.model, out)
             loss = -objective_values(view.features(x, layers), samples, p.objective).sum()
             # only the image's gradient: no weight gradient is computed, nothing lands in the model's .grad
             (raw.grad,) = torch.autograd.grad(loss, [raw])
         adam.step()
         on_step()
     with torch.no_grad():
-        rgb = ov.to_rgb(raw.detach(), p.param, p.size)
-        x = (ov.resample(rgb, plain, out) - mean) / std
+        x = to_input(raw.detach(), p, None, view.model, out)
         reached = objective_values(view.features(x, layers), samples, p.objective)
+        rgb = ov.to_rgb(raw.detach(), p.param, p.size)
     return rgb.cpu(), reached.cpu()
 
 
