@@ -239,3 +239,33 @@ def test_natural_max_and_active_channels_come_from_the_runs_images():
         np.testing.assert_allclose(out.fields["natural_max"], natural.numpy(), rtol=1e-5)
         ratio = np.array(out.fields["activation"]) / natural.numpy()
         np.testing.assert_allclose(out.fields["ratio"], ratio, rtol=1e-5)
+
+
+def test_compare_page_gains_a_row_of_feature_viz_tiles_at_each_depth(tmp_path):
+    import json
+
+    from test_report import fake_job
+
+    from pipeline.report import build_report
+
+    for job, model in (("0", "resnet18"), ("1", "alexnet")):
+        fake_job(tmp_path / job, model)
+        manifest = tmp_path / job / "manifest.jsonl"
+        lines = [json.loads(line) for line in manifest.read_text().splitlines()[:-1]]  # without the torn line
+        for index, layer in ((0, "conv1"), (7, "layer2.0.conv1"), (19, "layer4.1.conv2")):
+            png = f"{model}/feature_viz/{layer}.png"
+            (tmp_path / job / png).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / job / png).write_bytes((tmp_path / job / lines[0]["png"]).read_bytes())
+            lines.append({**lines[0], "method": "feature_viz", "layer": layer, "layer_index": index, "png": png})
+            lines[-1].update(thumb=None, raw=None)
+        manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    build_report(tmp_path)
+    page = (tmp_path / "compare.html").read_text()
+    assert page.count("<th>feature visualisation, ") == 5
+    for model in ("resnet18", "alexnet"):
+        for layer, times in (
+            ("conv1", 2),
+            ("layer2.0.conv1", 1),
+            ("layer4.1.conv2", 2),
+        ):  # round() of 0/25/50/75/100 % of 2
+            assert page.count(f'href="{"0" if model == "resnet18" else "1"}/{model}/feature_viz/{layer}.png"') == times

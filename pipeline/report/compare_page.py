@@ -2,7 +2,7 @@
 
 One row of first-layer filters, then rows at relative depths (first conv, 25 %, 50 %, 75 %, last conv); a column
 per model, each cell the same image's feature-map thumbnail at that depth, naming its layer and linking to the
-full-size picture. Made from the job summaries only, so it is cheap to rebuild after every job.
+full-size picture; when ``feature_viz`` ran, a row of its pictures at each of those depths too. Made from the job summaries only, so it is cheap to rebuild after every job.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _depth(model: str, summaries: list[JobSummary]) -> dict:
     """The model's pictures from the first job that has them."""
     for s in summaries:
         part = s.models.get(model)
-        if part is not None and (part.depth.get("maps") or part.depth.get("filters")):
+        if part is not None and (part.depth.get("maps") or part.depth.get("filters") or part.depth.get("viz")):
             return part.depth
     return {}
 
@@ -56,6 +56,9 @@ def render_compare(title: str, summaries: list[JobSummary]) -> str | None:
             chosen = maps.get(image) if image else next(iter(maps.values()), None)
             cells.append(_cell(chosen[r] if chosen else None, m, "feature maps"))
         rows.append(f"<tr><th>feature maps, {esc(label)}</th>{''.join(cells)}</tr>")
+        if any(found[m].get("viz") for m in models):
+            viz = "".join(_cell((found[m].get("viz") or [None] * len(DEPTHS))[r], m, "feature viz") for m in models)
+            rows.append(f"<tr><th>feature visualisation, {esc(label)}</th>{viz}</tr>")
     note = f"image {esc(image)}" if image else "each model's first image (no image is shared by all of them)"
     header = (
         f'<p><a href="{layout.INDEX}">← report {esc(title)}</a></p><h1>Models side by side</h1>'

@@ -93,7 +93,7 @@ def image_name(record: Record) -> str:
 
 MAX_LEADS = 8  # per model and job
 DEPTHS = (("first conv", 0.0), ("25 %", 0.25), ("50 %", 0.5), ("75 %", 0.75), ("last conv", 1.0))
-MAPS, FILTERS = "feature_maps", "filters"  # what compare.html lines up across models
+MAPS, FILTERS, VIZ = "feature_maps", "filters", "feature_viz"  # what compare.html lines up across models
 
 
 def _picture(r: Record) -> dict[str, Any]:
@@ -113,11 +113,14 @@ def leads(records: list[Record]) -> list[dict[str, Any]]:
 
 
 def depth(records: list[Record]) -> dict[str, Any]:
-    """What compare.html needs of a model: its first-layer filters, and per image its feature maps at the
-    relative depths of ``DEPTHS`` among the layers that have them."""
+    """What compare.html needs of a model: its first-layer filters, its feature visualisations and per image its
+    feature maps at the relative depths of ``DEPTHS`` among the layers that have them."""
     done = [r for r in records if r.ok and r.png and isinstance(r.layer_index, int)]
     filters = sorted((r for r in done if r.method == FILTERS), key=lambda r: r.layer_index)
     found: dict[str, Any] = {"filters": _picture(filters[0]) if filters else None, "maps": {}}
+    viz = sorted((r for r in done if r.method == VIZ), key=lambda r: r.layer_index)
+    if viz:
+        found["viz"] = [_picture(viz[round(f * (len(viz) - 1))]) for _, f in DEPTHS]
     per_image: dict[str, list[Record]] = {}
     for r in done:
         if r.method == MAPS:
