@@ -5,6 +5,7 @@
     python benchmarks/feature_viz_bench.py lucent --steps 256 --channels 4 --json lucent256.json
     python benchmarks/feature_viz_bench.py lucent --steps 64 --channels 16 --sample 2 --json lucent64.json
     python benchmarks/feature_viz_bench.py compare ours256.json lucent256.json
+    python benchmarks/feature_viz_bench.py run RUN_DIR --lucent lucent256.json   # a CLI run with save_raw=true
 
 Layers: the conv layers at 0/25/50/75/100 % of lite0's depth; channels 0…n−1 of each (``select=first``, as a
 run without images picks them). ``ours`` runs the product's method through the engine's ``Finish`` view in this
@@ -124,7 +125,13 @@ def ours(args) -> dict:
     torch.set_grad_enabled(True)
     method = FeatureViz(Params(max_channels=args.channels, select="first", steps=args.steps))
     steps = []
-    view = Finish(loaded.module, info, layers, {la.name: {} for la in layers}, 0, side, steps.append)
+
+    def advance(units: int) -> None:
+        steps.append(units)
+        if sum(steps) % 64 < units:
+            print(f"{sum(steps)} of {method.finish_cost(len(layers))} layer-steps", file=sys.stderr, flush=True)
+
+    view = Finish(loaded.module, info, layers, {la.name: {} for la in layers}, 0, side, advance)
     start, cpu = time.perf_counter(), time.process_time()
     outputs = method.finish(view)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -222,6 +229,48 @@ def lucent(args) -> dict:
     }
 
 
+def scored_run(args) -> dict:
+    """A product run's feature_viz artefacts (``save_raw=true``), scored like ``ours`` against the natural photos
+    and, given ``--lucent``, against Lucent's images of the same (layer, channel)."""
+    loaded, _, info, side = load()
+    run = Path(args.files[0])
+    records = [json.loads(line) for line in (run / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    records = [r for r in records if r.get("method") == "feature_viz" and r.get("status") == "ok"]
+    natural, names = natural_inputs(loaded, side)
+    nat = channel_means(loaded.module, natural, [r["layer"] for r in records])
+    theirs = {}
+    if args.lucent:
+        theirs = {
+            (r["layer"], r["channel"]): r["activation"] for r in json.loads(Path(args.lucent).read_text())["rows"]
+        }
+    rows = []
+    for r in records:
+        channels = r["channels"]
+        again = score(loaded, info, side, r["layer"], channels, np.load(run / r["raw"]))
+        best = nat[r["layer"]].amax(0)
+        for c, a, a2 in zip(channels, r["activation"], again, strict=True):
+            row = {"layer": r["layer"], "channel": c, "activation": a, "rescored": a2, "natural_best": float(best[c])}
+            row["lucent"] = theirs.get((r["layer"], c))
+            rows.append(row)
+    ratios = [r["activation"] / r["natural_best"] for r in rows if r["natural_best"] > 0]
+    pairs = [(r["activation"], r["lucent"]) for r in rows if r["lucent"] is not None]
+    result = {
+        "side": "product run",
+        "run": str(run),
+        "layers": [r["layer"] for r in records],
+        "natural_views": len(names),
+        "beat_natural": f"{sum(r['activation'] > r['natural_best'] for r in rows)}/{len(rows)}",
+        "median_ratio": statistics.median(ratios) if ratios else None,
+        "rows": rows,
+    }
+    if pairs:
+        result["lucent_pairs"] = len(pairs)
+        result["median_ours"] = statistics.median(a for a, _ in pairs)
+        result["median_lucent"] = statistics.median(b for _, b in pairs)
+        result["ours_higher"] = sum(a > b for a, b in pairs)
+    return result
+
+
 def compare(paths: list[str]) -> dict:
     ours_run, lucent_run = (json.loads(Path(p).read_text()) for p in paths)
     theirs = {(r["layer"], r["channel"]): r["activation"] for r in lucent_run["rows"]}
@@ -244,8 +293,9 @@ def compare(paths: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["ours", "lucent", "compare"])
-    parser.add_argument("files", nargs="*", help="compare: ours.json lucent.json")
+    parser.add_argument("what", choices=["ours", "lucent", "compare", "run"])
+    parser.add_argument("files", nargs="*", help="compare: ours.json lucent.json; run: a product run directory")
+    parser.add_argument("--lucent", help="run: a lucent result (.json) to compare with, channel by channel")
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--sample", type=int, default=0, help="lucent: time only this many channels per layer")
@@ -256,7 +306,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the Lucent subprocess
-    result = {"ours": ours, "lucent": lucent}[args.what](args) if args.what != "compare" else compare(args.files)
+    if args.what == "compare":
+        result = compare(args.files)
+    else:
+        result = {"ours": ours, "lucent": lucent, "run": scored_run}[args.what](args)
     text = json.dumps(result, indent=1)
     if args.json:
         Path(args.json).write_text(text)
