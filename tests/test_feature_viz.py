@@ -135,7 +135,7 @@ def _hooked_objective(model, layer, x, channel, objective):
         ("tiny", "neuron"),
         pytest.param("vgg16", "channel", marks=pytest.mark.slow),
         ("resnet18", "neuron"),
-        ("resnet18", "channel"),
+        pytest.param("resnet18", "channel", marks=pytest.mark.slow),
     ],
 )
 def test_objective_gradient_equals_hooks_and_autograd(name, objective):
@@ -211,6 +211,7 @@ def test_same_seed_same_png_bytes_and_the_model_is_left_alone():
         ]
 
 
+@pytest.mark.slow
 def test_optimisation_raises_the_objective_and_reports_progress_per_step():
     model = tiny()
     view = view_of(model)
@@ -269,3 +270,27 @@ def test_compare_page_gains_a_row_of_feature_viz_tiles_at_each_depth(tmp_path):
             ("layer4.1.conv2", 2),
         ):  # round() of 0/25/50/75/100 % of 2
             assert page.count(f'href="{"0" if model == "resnet18" else "1"}/{model}/feature_viz/{layer}.png"') == times
+
+
+@pytest.mark.slow
+def test_cli_writes_one_picture_per_layer_with_its_fields_refuses_bad_values_and_resumes(tmp_path, photo_dir):
+    import json
+
+    from conftest import run_cli
+
+    out = tmp_path / "run"
+    args = ["models=[alexnet]", "weights=none", "layers=[first,last]", f"images=[{photo_dir}]", "predictions=false"]
+    args += ["methods=[feature_viz]", "feature_viz.steps=2", "feature_viz.size=16", "feature_viz.max_channels=3"]
+    bad = run_cli([*args, "feature_viz.select=most", f"hydra.run.dir={out}"], tmp_path)
+    assert bad.returncode == 2 and "feature_viz.select: 'most' is not one of auto, active, first" in bad.stderr
+    assert not out.exists() or not (out / "manifest.jsonl").exists()
+    for attempt in range(2):
+        proc = run_cli([*args, "save_raw=true", f"hydra.run.dir={out}"], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+        run = json.loads((out / "run.json").read_text())
+        assert run["counts"]["ok" if attempt == 0 else "skipped"] == 2, run["counts"]
+    for r in records[:2]:
+        assert r["method"] == "feature_viz" and r["image"] is None and r["params"]["select"] == "active"
+        assert len(r["channels"]) == len(r["activation"]) == len(r["natural_max"]) == len(r["ratio"]) == 3
+        assert np.load(out / r["raw"]).shape == (3, 3, 16, 16) and (out / r["png"]).is_file()
