@@ -19,9 +19,9 @@ the sweep. Figures:
 - (a) full: ``python -m pipeline.report DIR``'s work (timed inside the process: no interpreter start)
 - (c) headless Chromium from launch to its first screenshot of index.html, and the peak of the summed RSS of its
   process tree (sampled every 20 ms)
-- (d) the same for a model page with its first job's section opened and its 40 thumbnails shown (with
-  ``--virtual-time-budget``, so that the screenshot waits for the chunk and the pictures; the old report has no
-  other page: n/a)
+- (d) the same for a model page (the depth explorer) with its first job's chunk loaded and the first layer's
+  pictures and the image pickers shown (with ``--virtual-time-budget``, so that the screenshot waits for the chunk
+  and the pictures; the old report has no other page: n/a)
 - (b) again on a small sweep (``--small`` jobs), to show whether the per-job cost grows with the sweep
 
 Timings only mean something on a quiet machine; ``other CPU s`` is the CPU time other processes used meanwhile.
@@ -297,16 +297,17 @@ OPENED_WAIT = "--virtual-time-budget=3000"
 
 
 def opened_copy(page: Path) -> Path:
-    """A copy of a model page, beside it, that opens its first job's section as a click would, with that job's
-    thumbnails loaded eagerly so the screenshot waits for all of them (lazy ones may come after it: the screen
-    would be timed without its pictures).
+    """A copy of a model page, beside it, whose pictures in view (the first layer of the first job, as the
+    depth explorer opens it, and the image pickers) load eagerly, so the screenshot waits for them (lazy ones may
+    come after it: the screen would be timed without its pictures). The other layers' pictures stay lazy and
+    hidden, as on the page itself.
 
     Not ``#j-0``: headless Chromium's screenshot of a page scrolled to a fragment is blank.
     """
     script = (
-        "<script>var chunk=FMI.chunk;"
-        'FMI.chunk=function(data){data.html=data.html.split(\' loading="lazy"\').join("");chunk(data);};'
-        'document.querySelector("details.job").open=true;</script></body>'
+        "<script>var chunk=FMI.chunk;FMI.chunk=function(data){chunk(data);[].forEach.call("
+        'document.querySelectorAll("section.layer:not([hidden]) img, .pick img"),function(i){i.loading="eager";});};'
+        "</script></body>"
     )
     copy = page.with_name("bench-opened.html")
     copy.write_text(page.read_text(encoding="utf-8").replace("</body>", script), encoding="utf-8")
@@ -429,7 +430,7 @@ def table(results: dict) -> str:
     browser = results.get("browser", {})
     for what, old, new in (
         ("(c) index.html", "old index", "new index"),
-        ("(d) a model page, one job opened", None, "new model page"),
+        ("(d) a model page, first job's first layer shown", None, "new model page"),
         ("    the browser alone, about:blank", None, "blank"),
     ):
         runs = [browser.get(old) if old else None, browser.get(new)]

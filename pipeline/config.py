@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.errors import UserError, closest
+from pipeline.help import help_text
 from pipeline.methods import registry
 from pipeline.methods.base import Method
 from pipeline.methods.params import check_value, parse_params
@@ -28,7 +29,7 @@ from pipeline.models.registry import available_models
 METHOD_DEFAULTS = "method_defaults"
 # Scalar settings: (type, constraints). Their defaults are in conf/config.yaml.
 SCALARS: dict[str, tuple[Any, dict]] = {
-    "seed": (int, {}),
+    "seed": (int, {"min": 0, "max": 2**32 - 1}),  # as numpy takes it; a larger one overflowed in torch
     "save_raw": (bool, {}),
     "device": (Literal["auto", "cpu", "cuda"], {}),
     "predictions": (bool, {}),
@@ -38,6 +39,32 @@ SCALARS: dict[str, tuple[Any, dict]] = {
     "png_compression": (int, {"min": 0, "max": 9}),
     "report": (bool, {}),
     "max_image_pixels": (int, {"min": 1}),
+}
+
+# One line per main key for ``python run.py --help`` (pipeline.help), kept beside the checks below; the
+# defaults are in conf/config.yaml.
+KEY_HELP: dict[str, str] = {
+    "models": "torchvision model names or glob patterns (resnet*), all, or {_target_: ...} for your own",
+    "weights": "DEFAULT, a weights enum name, a checkpoint path (weights_only), or none: random init from seed",
+    "seed": "random init and SmoothGrad noise",
+    "layers": "all, first, last, dotted names, glob patterns (layer4.*), indices into the conv list (0, -1)",
+    "images": "files, folders, globs, and samples (photos shipped inside installed packages)",
+    "methods": "which visualisations to make (listed below with their parameters)",
+    "plugins": "Python modules that register methods of their own",
+    "model_kwargs": "constructor arguments, for all models or per model ({googlenet:{transform_input:false}})",
+    "save_raw": "write the exact float32 array behind every PNG as a .npy beside it",
+    "device": "auto (CUDA when present), cpu or cuda",
+    "batch_size": "images per forward pass, or auto: as many as memory_budget allows",
+    "memory_budget": "a size (8GB) or a fraction of the RAM (of the GPU's memory with cuda)",
+    "max_image_pixels": "an image with more pixels fails (only its artefacts) before it is decoded",
+    "predictions": "top-5 ImageNet classes per image in run.json and the report",
+    "model_cache": "memory of loaded models kept for later jobs of a sweep in the same process",
+    "list_layers": "print each model's conv layers with their output shapes, then stop",
+    "backward_strategy": "loop (one backward per target rank) or vmap (is_grads_batched)",
+    "render_workers": "threads that draw and encode PNGs while the model computes (1..64)",
+    "png_compression": "zlib level of the PNGs (0..9)",
+    "report": "write the browsable report (index.html, report/, compare.html) after every job",
+    "render.font_px": "label size in the pictures (6..64)",
 }
 
 
@@ -88,6 +115,8 @@ def register_configs() -> None:
 
     nodes = {name: dataclasses.asdict(registry.method_class(name).Params()) for name in registry.names()}
     ConfigStore.instance().store(name=METHOD_DEFAULTS, node=_plain(nodes))
+    if not OmegaConf.has_resolver("fmi_help"):  # conf/config.yaml: hydra.help.template is ${fmi_help:}
+        OmegaConf.register_new_resolver("fmi_help", lambda *, _root_: help_text(_root_, KEY_HELP))
 
 
 def _plain(value: Any) -> Any:

@@ -8,15 +8,24 @@ keeps it with a timestamp); stdout carries only ``list_layers`` tables. The exit
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import default_output_dir, model_name, settings_from
 from pipeline.engine import run
-from pipeline.errors import UserError
+from pipeline.errors import NotOurFolder, UserError
 from pipeline.output.files import write_json
 from pipeline.plan import make_plan
-from pipeline.status import REFUSED, Interrupted, interrupted_code, raise_if_stopped, remember_exit, stop_on_signals
+from pipeline.status import (
+    REFUSED,
+    Interrupted,
+    interrupted_code,
+    new_job,
+    raise_if_stopped,
+    remember_exit,
+    stop_on_signals,
+)
 
 log = logging.getLogger("pipeline")
 
@@ -49,10 +58,15 @@ def main(cfg: DictConfig) -> int:
     Refusals and stops are said in one line and returned, never raised, also in a multirun: Hydra then runs
     its end-of-job callbacks (job status, report) and the sweep's other jobs.
     """
-    reason = None
+    reason, owns = None, True
+    new_job()
     with stop_on_signals():
         try:
             code, reason = _main(cfg)
+        except NotOurFolder as exc:  # the folder's records are another run's: say it on the console only
+            code, reason, owns = REFUSED, str(exc), False
+            _detach_folder_logs(default_output_dir())
+            log.error("%s%s", _job(), exc)
         except UserError as exc:
             code, reason = REFUSED, str(exc)
             log.error("%s%s", _job(), exc)
@@ -60,8 +74,18 @@ def main(cfg: DictConfig) -> int:
         except (Interrupted, KeyboardInterrupt) as exc:
             code, reason = interrupted_code(exc), f"stopped by {getattr(exc, 'name', 'SIGINT')}"
             _say_stopped(exc, code, cfg)
-    remember_exit(code, reason)
+    remember_exit(code, reason, owns_folder=owns)
     return code
+
+
+def _detach_folder_logs(root: Path) -> None:
+    """Stop logging into ``root`` (its run.log belongs to the run that owns the folder)."""
+    top = logging.getLogger()
+    for handler in list(top.handlers):
+        name = getattr(handler, "baseFilename", None)
+        if name and Path(name).resolve().parent == root.resolve():
+            top.removeHandler(handler)
+            handler.close()
 
 
 def _say_stopped(exc: BaseException, code: int, cfg: DictConfig) -> None:
@@ -93,6 +117,25 @@ def _leave_note(cfg: DictConfig, info: dict) -> None:
     write_json(root / "run.json", info)
 
 
+def _hydra_files(cfg: DictConfig) -> dict[str, bytes]:
+    """Hydra's own record of the job (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``), which
+    conf/config.yaml keeps Hydra from writing (``hydra.output_subdir: null``) so that it is written only once the
+    folder is known to be this run's: a refused rerun must not rewrite another run's record."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra = HydraConfig.get()
+    except ValueError:
+        return {}
+    if hydra.output_subdir is not None:  # the user asked Hydra to write it, where they chose
+        return {}
+    return {
+        ".hydra/config.yaml": OmegaConf.to_yaml(cfg).encode(),
+        ".hydra/hydra.yaml": OmegaConf.to_yaml({"hydra": hydra}).encode(),
+        ".hydra/overrides.yaml": OmegaConf.to_yaml(list(hydra.overrides.task)).encode(),
+    }
+
+
 def _main(cfg: DictConfig) -> tuple[int, str | None]:
     """The job itself: its exit code, and for a run with failed artefacts the line that says so."""
     settings = settings_from(cfg)
@@ -111,7 +154,7 @@ def _main(cfg: DictConfig) -> tuple[int, str | None]:
     raise_if_stopped()
     root = default_output_dir()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    files = {"config.resolved.yaml": OmegaConf.to_yaml(resolved).encode()}
+    files = {"config.resolved.yaml": OmegaConf.to_yaml(resolved).encode(), **_hydra_files(cfg)}
     summary = run(settings, plan, root, config=resolved, files=files)
     done = f"in {summary.seconds:.1f}s"
     if summary.skipped:

@@ -44,7 +44,7 @@ class ModelPlan:
 
     def info(self) -> ModelInfo:
         """What a method may check before any work (no class names, no preprocessing yet)."""
-        return ModelInfo(self.name, (), (), (), self.num_classes)
+        return ModelInfo(self.name, (), (), (), self.num_classes, tuple(self.layers))
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """How a run ends: exit codes, the job states they stand for, and a clean stop on SIGINT / SIGTERM.
 
 Exit codes: 0 every artefact is in place, 1 some artefacts failed, 2 the input was refused before any work,
-128 + N stopped by signal N (130 for SIGINT, 143 for SIGTERM). ``job_status.json`` and ``run.json`` name the
+128 + N stopped by signal N (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP: a closed terminal or ssh session). ``job_status.json`` and ``run.json`` name the
 same outcomes in words, from ``job_state``.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 OK, FAILED, REFUSED = 0, 1, 2
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(BaseException):
@@ -56,13 +56,32 @@ def worst(a: int, b: int) -> int:
     return max(a, b, key=lambda code: (code > 128, code))
 
 
-_EXIT: dict = {"code": OK, "last": (OK, None)}
+_EXIT: dict = {"code": OK, "last": (OK, None), "owns_folder": True}
 
 
-def remember_exit(code: int, reason: str | None = None) -> None:
-    """Fold one job's exit code into this process's (the worst of all its jobs), and keep its one-line reason."""
+def late_stop() -> int | None:
+    """A stop signal that came after the last job had ended otherwise (while its report was written), or None."""
+    signum = stop_requested()
+    return signum if signum is not None and _EXIT["code"] <= 128 else None
+
+
+def remember_exit(code: int, reason: str | None = None, owns_folder: bool = True) -> None:
+    """Fold one job's exit code into this process's (the worst of all its jobs), and keep its one-line reason;
+    ``owns_folder`` is False for a job refused because its folder holds another run (nothing may be written)."""
     _EXIT["code"] = worst(_EXIT["code"], code)
     _EXIT["last"] = (code, reason)
+    _EXIT["owns_folder"] = owns_folder
+
+
+def new_job() -> None:
+    """A job starts: until it says otherwise, its folder is its own."""
+    _EXIT["owns_folder"] = True
+
+
+def last_job_owns_folder() -> bool:
+    """False when the last job was refused because its folder belongs to another run: its job-end hooks must then
+    write nothing there (no job_status.json, no report)."""
+    return _EXIT["owns_folder"]
 
 
 def last_job() -> tuple[int, str | None]:
@@ -107,9 +126,18 @@ def raise_if_stopped() -> None:
         raise Interrupted(_SIGNALS.received[0])
 
 
+_KEEP = {"handlers": False}
+
+
+def keep_stop_handlers() -> None:
+    """This process is the CLI: the handlers ``stop_on_signals`` installs stay for the rest of the process, so a
+    stop while Hydra's job-end hooks write the report is noted (and the report finished) rather than fatal."""
+    _KEEP["handlers"] = True
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Note SIGINT and SIGTERM while the block runs (``raise_if_stopped`` acts on them).
+    """Note SIGINT, SIGTERM and SIGHUP while the block runs (``raise_if_stopped`` acts on them).
 
     A signal someone else handles (submitit's SIGTERM, which it logs and ignores so that its USR2 requeue can
     run) or ignores (SIGINT in a background job) is left alone. A second signal ends the process at once, as
@@ -127,4 +155,5 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         for signum, current in previous.items():
-            signal.signal(signum, current)
+            if not _KEEP["handlers"]:
+                signal.signal(signum, current)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -121,3 +122,35 @@ def test_the_default_job_runs_offline_on_real_weights_and_photos(tmp_path):
         "overview",
     }
     assert all(r["random_weights"] is False for r in records)
+
+
+def test_help_explains_every_key_and_method_from_where_they_are_defined(compose_cfg):
+    from pipeline.config import KEY_HELP, SCALARS
+    from pipeline.methods import registry
+
+    cfg = compose_cfg(["plugins=[toy_method]", "feature_maps.top_k=16", "methods=[grad_cam]"], hydra_config=True)
+    text = cfg.hydra.help.template  # what Hydra prints for --help, after it undoes the doubled $
+    assert set(SCALARS) <= set(KEY_HELP)  # every checked scalar key is explained
+    for key, meaning in KEY_HELP.items():
+        assert meaning in text
+        assert re.search(rf"^  {re.escape(key)}\s+= ", text, re.M) or f"  {key}\n" in text, key
+    assert "  models              = [efficientnet_lite0]" in text  # values from conf/config.yaml
+    for name in registry.names():  # every method, the plugin's too, in the registry's order
+        assert re.search(rf"^  {name}\s", text, re.M), name
+    assert text.index("\n  filters ") < text.index("\n  feature_maps ") < text.index("\n  toy_energy ")
+    assert re.search(r"^  grad_cam .*\[on\]$", text, re.M) and not re.search(r"^  filters .*\[on\]$", text, re.M)
+    assert "      top_k=16 " in text and "channels shown, strongest first (0: all); 0 or more" in text
+    assert "      power=2 " in text and "1 to 4" in text  # the plugin's Params metadata
+    assert "one of mean, max" in text and "Examples" in text
+
+
+@pytest.mark.slow
+def test_help_and_cfg_on_the_command_line(tmp_path):
+    shown = run_cli(["--help"], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.startswith("Filter-Map-Insights: see inside an ImageNet CNN")
+    assert "Powered by Hydra" not in shown.stdout and "== Config ==" not in shown.stdout
+    assert "memory_budget       = 0.6" in shown.stdout and "guided_grad_cam" in shown.stdout
+    config = run_cli(["--cfg", "job"], cwd=tmp_path)
+    assert config.returncode == 0 and "feature_maps:\n  tile_px: 96" in config.stdout
+    assert list(tmp_path.iterdir()) == []  # neither writes an output folder

@@ -262,7 +262,7 @@ def test_compare_page_gains_a_row_of_feature_viz_tiles_at_each_depth(tmp_path):
         manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
     build_report(tmp_path)
     page = (tmp_path / "compare.html").read_text()
-    assert page.count("<th>feature visualisation, ") == 5
+    assert page.count("<th>feature_viz, ") == 5
     for model in ("resnet18", "alexnet"):
         for layer, times in (
             ("conv1", 2),

@@ -32,7 +32,7 @@ def test_conv_layers_are_dotted_named_modules_in_order():
         ("last", ["3"]),
         (["2.*"], ["2.0", "2.2"]),
         ([-1, 0], ["0", "3"]),
-        (["1", "-2"], ["2.0", "2.2"]),
+        ([1, -2], ["2.0", "2.2"]),  # integers index the conv list; a string is a name (["3"] below)
         (["3", "last", "2.2"], ["2.2", "3"]),
         (None, ["0", "2.0", "2.2", "3"]),
     ],

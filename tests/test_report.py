@@ -129,7 +129,8 @@ def test_light_index_links_model_pages_whose_chunks_hold_every_artefact(tmp_path
     assert len(report.chunks) == 2
     chunk = read_chunk(tmp_path / "report" / "jobs" / "0" / "resnet18.js")
     assert chunk["id"] == "j-0"
-    assert chunk["html"].count("<img ") == 2  # a card per artefact
+    assert chunk["html"].count('<figure class="card') == 2  # a card per artefact
+    assert chunk["html"].count('class="pick"') == 1  # and a thumbnail to pick the job's one image
     # the thumbnail where there is one; the PNG itself for an artefact written before thumbnails
     assert 'src="../../0/thumbs/resnet18/filters/conv1.jpg"' in chunk["html"]
     assert 'src="../../0/resnet18/feature_maps/conv1__img.png"' in chunk["html"]
@@ -137,7 +138,7 @@ def test_light_index_links_model_pages_whose_chunks_hold_every_artefact(tmp_path
     assert "models:\n- resnet18" in chunk["html"]  # the resolved config, inline on the model page
     alexnet = read_chunk(tmp_path / "report" / "jobs" / "1" / "alexnet.js")["html"]
     assert "failed: RuntimeError: out of memory" in alexnet
-    assert alexnet.index("<h3>conv1</h3>") < alexnet.index("<h3>layer4.1.conv2</h3>")  # conv order
+    assert alexnet.index('data-name="conv1"') < alexnet.index('data-name="layer4.1.conv2"')  # conv order
     for text in [*report.pages.values(), *report.chunks.values()]:
         assert "http://" not in text and "https://" not in text  # no external assets
 
@@ -265,19 +266,15 @@ def test_sync_rebuilds_only_what_changed(tmp_path):
     assert {json.loads(line)["job"] for line in (tmp_path / "index.jsonl").read_text().splitlines()} == {"0"}
 
 
-def test_model_page_of_many_jobs_keeps_them_closed(tmp_path):
+def test_model_page_of_many_jobs_loads_one_at_a_time(tmp_path):
     for n in range(3):
         fake_job(tmp_path / str(n), label=f"photo{n}")
     build_report(tmp_path)
     page = model_page(tmp_path, "resnet18")
-    assert page.count('<details class="job"') == 3 and page.count("<img") == 0  # artefacts come from chunks
-    assert 'data-auto="1"' in page  # 6 artefacts: small enough to open at once
-    with (
-        mock.patch("pipeline.report.model_page.AUTO_OPEN", 2),
-        mock.patch("pipeline.report.index_page.MAX_PREDICTIONS", 2),
-    ):
+    assert page.count('<div class="jobdata"') == 3 and page.count("<img") == 0  # artefacts come from chunks
+    assert page.count("<option ") == 3  # a job to explore is picked from a list
+    with mock.patch("pipeline.report.index_page.MAX_PREDICTIONS", 2):
         build_report(tmp_path)
-    assert 'data-auto="0"' in model_page(tmp_path, "resnet18")
     index = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert "photo1" in index and "photo2" not in index  # the index's predictions stop at 2 rows here...
     assert '<a href="report/models/resnet18.html">all 3 rows</a>' in index
@@ -398,7 +395,7 @@ def test_sweep_with_a_failed_job_still_reports_the_rest(tmp_path, photo_dir):
 # --- a real browser -------------------------------------------------------------------------------------------
 # Appended to a copy of a page: waits for the job chunks it loads, then for every picture, then types a filter.
 CHECK = """<script>
-function settle(done){if(document.querySelector('details.job[data-state="loading"]')){setTimeout(function(){settle(done);},50);}
+function settle(done){if(document.querySelector('.jobdata[data-state="loading"]')){setTimeout(function(){settle(done);},50);}
  else{done();}}
 window.addEventListener("load",function(){settle(function(){
  var imgs=[].slice.call(document.images);imgs.forEach(function(i){i.loading="eager";});
@@ -408,8 +405,8 @@ window.addEventListener("load",function(){settle(function(){
  .then(function(bad){
   var box=document.getElementById("filter");if(box){box.value="feature_maps";box.dispatchEvent(new Event("input"));}
   var check={images:imgs.length,broken:bad.filter(Boolean),natural:imgs.filter(function(i){return i.naturalWidth>0;}).length,
-   missing:document.querySelectorAll(".card.missing, details.job.missing").length,
-   sections:document.querySelectorAll("details.job").length,loaded:document.querySelectorAll("details.job.loaded").length,
+   missing:document.querySelectorAll(".card.missing, .jobdata.missing").length,
+   sections:document.querySelectorAll(".jobdata").length,loaded:document.querySelectorAll(".jobdata.loaded").length,
    shown:document.querySelectorAll(".card:not([hidden])").length};
   var out=document.createElement("pre");out.id="check";out.textContent=JSON.stringify(check);document.body.appendChild(out);
  });
@@ -426,12 +423,12 @@ def chromium() -> str:
     pytest.skip("chromium is not installed")
 
 
-def browse(tmp_path: Path, page: Path, *extra: str) -> str:
+def browse(tmp_path: Path, page: Path, *extra: str, fragment: str = "") -> str:
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
     flags += ["--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]
     done = subprocess.run(
-        [chromium(), *flags, "--virtual-time-budget=10000", *extra, page.as_uri()],
+        [chromium(), *flags, "--virtual-time-budget=10000", *extra, page.as_uri() + fragment],
         capture_output=True,
         text=True,
         timeout=120,
@@ -440,11 +437,11 @@ def browse(tmp_path: Path, page: Path, *extra: str) -> str:
     return done.stdout
 
 
-def check_in_browser(tmp_path: Path, page: Path) -> dict:
+def check_in_browser(tmp_path: Path, page: Path, fragment: str = "") -> dict:
     """Load a copy of ``page`` (beside it, so relative links hold) with CHECK appended; return what it found."""
     copy = page.with_name("check.html")
     copy.write_text(page.read_text(encoding="utf-8").replace("</body>", CHECK), encoding="utf-8")
-    dom = browse(tmp_path, copy, "--dump-dom")
+    dom = browse(tmp_path, copy, "--dump-dom", fragment=fragment)
     copy.unlink()
     found = re.search(r'<pre id="check">(.*?)</pre>', dom)
     assert found, dom[-2000:]
@@ -472,10 +469,9 @@ def test_single_run_report_in_a_real_browser(tmp_path, photo_dir):
 
     model = run_dir / "report" / "models" / "alexnet.html"
     check = check_in_browser(tmp_path, model)
-    assert check["sections"] == check["loaded"] == 1  # one job, opened and loaded from its chunk
-    assert check["images"] == 3  # filters + feature maps of two photos, as thumbnails
-    assert check["broken"] == [] and check["missing"] == 0 and check["natural"] == 3
-    assert check["shown"] == 3  # filter "feature_maps": two cards plus the failed corrupt one
+    assert check["sections"] == check["loaded"] == 1  # one job, loaded from its chunk
+    assert check["images"] == 3 + 2  # filters + feature maps of two photos, as thumbnails; a picker per photo
+    assert check["broken"] == [] and check["missing"] == 0 and check["natural"] == 5
     assert screenshot_colours(tmp_path, model) > 5000  # the thumbnails give many more colours than text
 
 
@@ -484,11 +480,66 @@ def test_a_missing_chunk_shows_as_missing_in_a_real_browser(tmp_path):
     fake_job(tmp_path / "1")
     build_report(tmp_path)
     (tmp_path / "report" / "jobs" / "1" / "resnet18.js").unlink()
-    check = check_in_browser(tmp_path, tmp_path / "report" / "models" / "resnet18.html")
-    assert check["sections"] == 2 and check["loaded"] == 1 and check["missing"] == 1
-    assert check["broken"] == [] and check["natural"] == check["images"] == 2
+    page = tmp_path / "report" / "models" / "resnet18.html"
+    check = check_in_browser(tmp_path, page)  # the first job: loaded
+    assert check["sections"] == 2 and check["loaded"] == 1 and check["missing"] == 0
+    assert check["broken"] == [] and check["natural"] == check["images"] == 3  # two artefacts, a picker
+    check = check_in_browser(tmp_path, page, "#j-1")  # a link to the second job, whose chunk is gone
+    assert check["loaded"] == 0 and check["missing"] == 1 and check["images"] == 0
 
 
 def test_no_manifest_is_an_error(tmp_path):
     with pytest.raises(NoManifestError):
         build_report(tmp_path)
+
+
+@pytest.mark.parametrize("n, columns, font_px", [(64, None, 12), (20, None, 16), (5, 3, 12), (80, 8, 12)])
+def test_compare_cuts_the_strongest_maps_out_of_the_rendered_grid(tmp_path, n, columns, font_px):
+    from pipeline.output.record import Record
+    from pipeline.render.grid import compose
+    from pipeline.report.summary import TOP, top_tiles
+
+    colours = np.random.default_rng(n).integers(0, 255, (n + 1, 3), dtype=np.uint8)
+    tiles = [np.broadcast_to(c, (40, 40, 3)).copy() for c in colours]  # the input, then n maps, as the method does
+    header = ["resnet18 · feature_maps · layer conv1", "a second, long header line " * 4]
+    labels = ["input", *(f"ch {i}" for i in range(n))]
+    compose(tiles, labels, header, 40, columns, font_px).save(tmp_path / "maps.png")
+    record = Record("m", "w", False, "conv1", 0, "feature_maps", "/p.png", "p", png="maps.png")
+    record.params, record.extra = {"tile_px": 40, "columns": columns}, {"channels": list(range(n))}
+    found = top_tiles(record, tmp_path, font_px)
+    picture = np.asarray(Image.open(tmp_path / "maps.png"))
+    assert found["size"] == [picture.shape[1], picture.shape[0]]
+    assert len(found["boxes"]) == min(TOP, n)
+    for i, (x, y, w, h) in enumerate(found["boxes"], start=1):
+        cut = picture[y : y + h, x : x + w]
+        assert (cut[4:40, 4:40] == colours[i]).all()  # the i-th strongest map, whole, in its box
+        assert (cut[:, :2] != colours[i]).any(axis=-1).all()  # and nothing of its neighbours
+        assert h > 40 + font_px  # with its label under it
+
+
+def test_compare_columns_stay_readable_with_ten_models(tmp_path):
+    for n in range(10):
+        fake_job(tmp_path / str(n), model=f"net{n}")
+    build_report(tmp_path)
+    page = (tmp_path / "compare.html").read_text(encoding="utf-8")
+    assert page.count("<th><a href=") == 10
+    width = int(re.search(r'class="compare" style="min-width:(\d+)px"', page).group(1))
+    assert (width - 130) / 10 >= 200  # at least 200 px a model: the page scrolls sideways rather than shrink
+
+
+def test_model_page_shows_a_layer_side_by_side_in_the_registry_order_plugins_included(tmp_path):
+    import toy_method  # noqa: F401 - registers toy_energy, as plugins=[toy_method] would
+
+    from pipeline.methods import registry
+
+    fake_job(tmp_path)
+    manifest = tmp_path / "manifest.jsonl"
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()[:2]]
+    extra = [{**lines[1], "method": m, "png": lines[1]["png"]} for m in ("zz_unknown", "toy_energy", "grad_cam")]
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in [*extra, *lines]), encoding="utf-8")
+    build_report(tmp_path)
+    chunk = read_chunk(tmp_path / "report" / "jobs" / "x-3a52ce7809" / "resnet18.js")["html"]
+    layer = re.search(r'<section class="layer group" hidden data-i="0" data-name="conv1".*?</section>', chunk).group(0)
+    shown = re.findall(r'data-m="([^"]+)"', layer)
+    order = registry.names()
+    assert shown == [*sorted(["filters", "feature_maps", "grad_cam", "toy_energy"], key=order.index), "zz_unknown"]

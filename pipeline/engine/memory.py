@@ -11,12 +11,15 @@ so a resumed run matches an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from pipeline.engine.inputs import input_channels, input_dtype
 
 log = logging.getLogger("pipeline.engine")
 
@@ -74,7 +77,8 @@ def footprint(skeleton: nn.Module, size: int) -> Footprint:
             handles.append(module.register_forward_hook(count))
     try:
         with torch.no_grad():
-            skeleton.eval()(torch.empty(1, 3, size, size, device="meta"))
+            shape = (1, input_channels(skeleton) or 3, size, size)  # a grayscale model takes one channel
+            skeleton.eval()(torch.empty(shape, device="meta", dtype=input_dtype(skeleton) or torch.float32))
     finally:
         for handle in handles:
             handle.remove()
@@ -89,19 +93,38 @@ def fitting_batch(per_image: int, model_bytes: int, budget: int, images: int, na
     batch = int(max(1, min(fits, images, MAX_BATCH)))
     if fits < 1:
         log.warning(
-            "%s: one image needs about %.1f GB, more than the %.1f GB memory_budget leaves; running 1 at a time",
+            "%s: one image needs about %s, more than memory_budget %s leaves after the model (%s, and one loaded "
+            "ahead) and the runtime (%s); running 1 at a time",
             name,
-            per_image / 2**30,
-            budget / 2**30,
+            size_text(per_image),
+            size_text(budget),
+            size_text(model_bytes),
+            size_text(RUNTIME_BYTES),
         )
     return batch
+
+
+def size_text(count: int | float) -> str:
+    """Bytes as a person reads them: 1.2 GB, 35 MB, 1 KB (never a misleading 0.0 GB)."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if abs(count) >= scale or unit == "KB":
+            value = count / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{count} B"
 
 
 def model_footprint(mp) -> tuple[Footprint, int]:
     """One image's footprint through a planned model, and the bytes of its parameters and buffers (meta device)."""
     from pipeline.models.registry import meta_skeleton, preprocessing
 
-    if mp.custom is not None:
+    if mp.custom is not None and mp.custom.given:  # a module handed over: a meta copy of it (no memory, no change)
+        module = mp.custom.build()
+        tensors = [*module.parameters(), *module.buffers()]
+        memo = {id(t): _on_meta(t) for t in tensors}
+        skeleton = copy.deepcopy(module, memo)
+        crop = getattr(mp.custom.transform, "crop_size", None)
+        size = int(crop[0]) if crop else 224
+    elif mp.custom is not None:
         with torch.device("meta"):
             skeleton = mp.custom.build()
         crop = getattr(mp.custom.transform, "crop_size", None)
@@ -111,6 +134,11 @@ def model_footprint(mp) -> tuple[Footprint, int]:
         size = preprocessing(mp.name, mp.weights, skeleton).crop_size[0]
     tensors = [*skeleton.parameters(), *skeleton.buffers()]
     return footprint(skeleton, size), sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _on_meta(t: torch.Tensor) -> torch.Tensor:
+    meta = t.detach().to("meta")
+    return nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
 
 
 def auto_batch(mp, budget: int | float, device: str, keeps_graph: bool, images: int, fallback: int = 4) -> int:

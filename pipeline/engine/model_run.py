@@ -19,6 +19,7 @@ import torch
 
 from pipeline.config import Settings
 from pipeline.engine.finish import Finish, input_side
+from pipeline.engine.inputs import fit_input
 from pipeline.engine.memory import auto_batch
 from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
@@ -329,8 +330,8 @@ class ModelRun:
         and each half runs on its own (what one half already made is not made again)."""
         images = [image for image, _ in kept]
         info = model_info(self.loaded, self.mp)
-        x = torch.stack([tensor for _, tensor in kept]).to(self.loaded.device)
-        sources = [input_tile(t, info.mean, info.std) for _, t in kept]
+        x, shown, info = fit_input(torch.stack([t for _, t in kept]).to(self.loaded.device), self.loaded.module, info)
+        sources = [input_tile(t, info.mean, info.std) for t in shown]
         fresh = any(key not in self.verified for key in self.plan.artefacts(self.mp, images))
         gathered = copy.deepcopy(self.states)  # what the states were before this pass, should it run out of memory
         work = BatchWork(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import UserError
+from pipeline.errors import NotOurFolder
 from pipeline.output.files import remove_stale_temps, same_file, write_bytes
 from pipeline.output.record import OK, Record
 from pipeline.plan import ArtefactKey, Plan
@@ -64,19 +64,19 @@ def check_same_settings(root: Path, previous: dict, config: dict, device: str) -
     """Refuse (UserError) to resume a folder made with settings that change what the artefacts look like."""
     old = previous.get("config")
     if not isinstance(old, dict):
-        raise UserError(
+        raise NotOurFolder(
             f"resume: {root} holds a manifest but no run.json with the settings it was made with; "
             "choose another output folder (hydra.run.dir=...)."
         )
     changed = _first_difference(old, _plain(config))
     if changed:
         key, before, now = changed
-        raise UserError(
+        raise NotOurFolder(
             f"resume: {root} holds a run made with {key}={_short(before)}, this run has {key}={_short(now)}; "
             "rerun with the same settings to resume it, or choose another output folder (hydra.run.dir=...)."
         )
     if previous.get("device") not in (None, device):
-        raise UserError(f"resume: {root} was made on device {previous['device']}, this run is on {device}.")
+        raise NotOurFolder(f"resume: {root} was made on device {previous['device']}, this run is on {device}.")
 
 
 def _plain(value: object) -> object:

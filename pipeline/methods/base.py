@@ -185,6 +185,7 @@ class ModelInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int | None = None
+    layers: tuple[ConvLayer, ...] = ()  # the requested conv layers, for checks before any work
 
 
 @dataclass(frozen=True)

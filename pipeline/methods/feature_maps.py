@@ -71,6 +71,15 @@ class FeatureMapsMethod(base.Method):
     Params = Params
     description = "a layer's activations for each image"
 
+    def check(self, model: base.ModelInfo) -> None:
+        for layer in model.layers:  # explicit channels must exist in every requested layer
+            bad = [c for c in self.params.channels or () if not -layer.out_channels <= c < layer.out_channels]
+            if bad:
+                raise ValueError(
+                    f"channels {bad} out of range for layer {layer.name} of {model.name}, which has "
+                    f"{layer.out_channels} channels"
+                )
+
     def for_layer_batch(self, view: base.LayerView) -> list[base.Output]:
         p = self.params
         outputs = []

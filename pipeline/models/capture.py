@@ -6,11 +6,15 @@ object is left exactly as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 
 import torch
 from torch import nn
+
+from pipeline.errors import UserError
+
+LOGIT_KEYS = ("logits", "out")  # what a model returning a dict most often calls its class scores
 
 
 class _Done(Exception):
@@ -59,9 +63,32 @@ def run_capturing(
         if not pending and not full:
             raise _Done
 
-    logits = None
+    output = None
     with layer_hooks(model, names, collect), suppress(_Done):
-        logits = model(x)
+        output = model(x)
     if pending:
         raise RuntimeError(f"layer(s) never ran in the forward pass: {', '.join(sorted(pending))}")
-    return logits
+    return None if output is None else logits_of(output)
+
+
+def logits_of(output: object) -> torch.Tensor:
+    """The class scores [N, classes] in what a forward returned: a tensor; a tuple or list's first tensor (as
+    torchvision's GoogLeNetOutputs and InceptionOutputs hold ``logits`` first); a dict's ``logits`` or ``out``,
+    or its only tensor. Anything else is a UserError in one line."""
+    if isinstance(output, torch.Tensor):
+        return output
+    found = output
+    if isinstance(output, (tuple, list)):
+        found = next((item for item in output if isinstance(item, torch.Tensor)), None)
+    elif isinstance(output, Mapping):
+        tensors = {str(k): v for k, v in output.items() if isinstance(v, torch.Tensor)}
+        key = next((k for k in LOGIT_KEYS if k in tensors), None)
+        found = tensors[key] if key else next(iter(tensors.values())) if len(tensors) == 1 else None
+        if found is None:
+            raise UserError(
+                f"the model's forward returned a dict with keys {sorted(map(str, output))}; name its class scores "
+                f"{' or '.join(LOGIT_KEYS)} (or return them as a tensor)."
+            )
+    if not isinstance(found, torch.Tensor):
+        raise UserError(f"the model's forward returned {type(output).__name__}, not a tensor of class scores.")
+    return found

@@ -128,6 +128,8 @@ def from_config(entry: Mapping[str, Any], where: str) -> CustomModel:
     path = None
     if checkpoint is not None:
         path = Path(str(checkpoint)).expanduser()
+        if path.is_dir():
+            raise UserError(f"{where}.weights: {str(path)!r} is a folder; give the checkpoint file in it.")
         if not path.is_file():
             raise UserError(f"{where}.weights: checkpoint file {str(path)!r} does not exist.")
     transform = preprocess_from(entry.pop("preprocess", None), where).transform()

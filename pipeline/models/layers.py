@@ -56,7 +56,10 @@ def _as_list(spec) -> list:
 
 
 def select_layers(layers: list[ConvLayer], spec, model_name: str = "model") -> list[ConvLayer]:
-    """Pick layers by ``all``/``first``/``last``, dotted names, glob patterns or integer indices, in model order."""
+    """Pick layers by ``all``/``first``/``last``, dotted names, glob patterns or integer indices, in model order.
+
+    A string is always a name and an integer always an index: ``"2"`` is the module named 2 (an ``nn.Sequential``
+    names its children 0, 1, 2...), ``2`` the third conv layer (``layers=['2']`` against ``layers=[2]``)."""
     if not layers:
         raise UserError(f"layers: {model_name} has no nn.Conv2d layer.")
     by_name = {layer.name: layer for layer in layers}
@@ -65,7 +68,7 @@ def select_layers(layers: list[ConvLayer], spec, model_name: str = "model") -> l
         if isinstance(item, bool):
             raise UserError(f"layers: {item!r} is not a layer name, pattern or index.")
         text = str(item).strip()
-        if isinstance(item, int) or _is_int(text):
+        if isinstance(item, int):
             idx = int(text)
             if not -len(layers) <= idx < len(layers):
                 raise UserError(
@@ -87,6 +90,11 @@ def select_layers(layers: list[ConvLayer], spec, model_name: str = "model") -> l
                 )
         elif text in by_name:
             picked = [by_name[text]]
+        elif _is_int(text):
+            raise UserError(
+                f"layers: {text!r} (a string) names no conv layer of {model_name}; for the conv layer at index "
+                f"{text} give the integer: layers=[{text}], not layers=['{text}']."
+            )
         else:
             raise UserError(
                 f"layers: {text!r} is not a conv layer of {model_name}.{closest(text, by_name)} "

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import UserError
+from pipeline.errors import NotOurFolder
 
 try:
     import fcntl
@@ -73,7 +73,7 @@ def exclusive(path: Path, busy: str) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(busy) from None
+            raise NotOurFolder(busy) from None
         except OSError:
             locked = False
         try:

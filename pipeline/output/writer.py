@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.errors import UserError
 from pipeline.output.files import file_facts, thumb_path, write_bytes, write_npy, write_png, write_thumbnail
 from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
@@ -33,8 +34,9 @@ def first_line(text: object) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """One line: exception type and (first line of its) message, with the innermost frame for where it happened."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    """One line: exception type and (first line of its) message, with the innermost frame for where it happened
+    (none for a UserError: a bad file or setting of the user's, where our code location would only mislead)."""
+    frames = [] if isinstance(exc, UserError) else traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {first_line(exc)}{where}"
 
@@ -88,8 +90,12 @@ class Writer:
                 files["raw"] = write_npy(self.root / raw_path, raw)
             thumb = self._thumbnail(relative_png, image, files)
             done = record.done(relative_png, raw_path, thumb, attached, files)
-        except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
+        except Exception as exc:  # noqa: BLE001 - recorded in the manifest and said, the run goes on
             done = record.failed(error_text(exc))
+            where = " ".join(str(part) for part in (record.model, record.method, record.layer) if part)
+            log.error(
+                "%s%s: picture failed: %s", where, f" {record.image_label}" if record.image_label else "", done.error
+            )
         finally:
             self._slots.release()
         self._finish(done)

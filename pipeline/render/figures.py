@@ -40,7 +40,7 @@ def _map(tile: base.MapTile, tile_px: int) -> np.ndarray:
 
 def _rgb(tile: base.RgbTile, tile_px: int) -> np.ndarray:
     values = np.asarray(tile.values, dtype=np.float32)
-    return to_uint8(minmax(values) if tile.normalize == "minmax" else signed(values))
+    return _three(to_uint8(minmax(values) if tile.normalize == "minmax" else signed(values)))
 
 
 def _mosaic_tile(tile: base.MosaicTile, tile_px: int) -> np.ndarray:
@@ -49,7 +49,7 @@ def _mosaic_tile(tile: base.MosaicTile, tile_px: int) -> np.ndarray:
 
 def _signal(tile: base.SignalTile, tile_px: int) -> np.ndarray:
     norm = signed if tile.display == "signed" else positive
-    return to_uint8(norm(np.transpose(np.asarray(tile.values, dtype=np.float32), (1, 2, 0)), tile.percentile))
+    return _three(to_uint8(norm(np.transpose(np.asarray(tile.values, dtype=np.float32), (1, 2, 0)), tile.percentile)))
 
 
 def upsample(values: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -106,8 +106,14 @@ def draw(picture: base.Picture | base.RowsPicture, header: list[str], font_px: i
 
 
 def input_tile(image: torch.Tensor, mean, std) -> np.ndarray:
-    """The preprocessed input [3, H, W] with its normalisation undone, as the model sees it."""
-    m = torch.tensor(mean).view(3, 1, 1)
-    s = torch.tensor(std).view(3, 1, 1)
+    """The preprocessed input [3, H, W] (or [1, H, W], shown gray) with its normalisation undone, as the model
+    sees it."""
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
     rgb = (image.detach().float().cpu() * s + m).clamp(0, 1)
-    return to_uint8(rgb.permute(1, 2, 0).numpy())
+    return _three(to_uint8(rgb.permute(1, 2, 0).numpy()))
+
+
+def _three(pixels: np.ndarray) -> np.ndarray:
+    """[H, W, 1] (a grayscale model's input or input gradient) as [H, W, 3] gray; [H, W, 3] as it is."""
+    return np.repeat(pixels, 3, axis=-1) if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels

@@ -69,6 +69,7 @@ def _shorter_number(match: re.Match, digits: int) -> str:
 def fit_label(text: str, width_px: float, face: ImageFont.FreeTypeFont) -> str:
     """``text`` within ``width_px``: numbers first lose significant digits, then whole words go from the end
     (with an ellipsis); a number is never cut in the middle."""
+    text = printable(text)
     if face.getlength(text) <= width_px:
         return text
     for digits in (2, 1):
@@ -91,8 +92,16 @@ def fit_label(text: str, width_px: float, face: ImageFont.FreeTypeFont) -> str:
     return word + ELLIPSIS
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline in a file name) shown as ``?``: the text layout refuses them."""
+    return _CONTROL.sub("?", str(text))
+
+
 def _wrap(text: str, width_px: int, face: ImageFont.FreeTypeFont) -> list[str]:
-    words, lines, line = text.split(" "), [], ""
+    words, lines, line = printable(text).split(" "), [], ""
     for word in words:
         trial = f"{line} {word}".strip()
         if face.getlength(trial) <= width_px or not line:
@@ -168,7 +177,7 @@ def compose_rows(
         if r:
             draw.line([(pad, y0 - pad // 2), (width - pad, y0 - pad // 2)], fill=(225, 225, 225))
         for j, line in enumerate(title):
-            text = line
+            text = printable(line)
             while text and text_font.getlength(text) > title_px - pad:
                 text = text[:-2] + "…" if len(text) > 2 else ""
             draw.text((pad, y0 + j * line_h), text, fill=TEXT if j == 0 else MUTED, font=text_font)

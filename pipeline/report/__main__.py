@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.methods import registry
 from pipeline.report.build import build_report
 from pipeline.report.jobs import NoManifestError
 
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folder", type=Path, help="a run directory or a multirun sweep directory")
     args = parser.parse_args(argv)
+    registry.discover()  # the methods' order, which the model pages follow
     try:
         target = build_report(args.folder)
     except NoManifestError as exc:

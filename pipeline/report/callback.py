@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +23,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.output.files import write_bytes
+from pipeline.output.files import read_json, write_bytes
 from pipeline.report.build import sync_report, update_job
 from pipeline.report.jobs import JOB_STATUS, NoManifestError
-from pipeline.status import job_state, last_job
+from pipeline.status import job_state, last_job, last_job_owns_folder, late_stop, remember_exit
 
 try:
     import fcntl
@@ -94,6 +95,33 @@ def report_folder(config: DictConfig) -> Path:
     return _absolute(config, output)
 
 
+def record_late_stop(config: DictConfig) -> None:
+    """A stop signal that came after the job had ended (while its report was written: the handler only noted it,
+    so the report was finished): say so in one line, record the job as INTERRUPTED, and rebuild its entry."""
+    signum = late_stop()
+    job_dir = job_folder(config)
+    if signum is None or job_dir is None:
+        return
+    name = signal.Signals(signum).name
+    counts = (read_json(job_dir / "run.json") or {}).get("counts") or {}
+    done = int(counts.get("ok", 0)) + int(counts.get("skipped", 0))
+    reason = f"stopped by {name} while the report was written, after the job's work had ended"
+    remember_exit(128 + signum, reason)
+    log.warning(
+        "%s: %d of %d artefacts in place in %s; the report was finished first",
+        reason,
+        done,
+        int(counts.get("planned", done)),
+        job_dir,
+    )
+    status = read_json(job_dir / JOB_STATUS)
+    if status:
+        status.update(status=job_state(128 + signum), exit_code=128 + signum, error=reason, stopped_by=name)
+        payload = json.dumps(status, indent=2, ensure_ascii=False, default=str) + "\n"
+        write_bytes(job_dir / JOB_STATUS, payload.encode())
+        rebuild(report_folder(config), job_dir, announce=False)
+
+
 class ReportCallback(Callback):
     """Writes the report (see pipeline.report.build) as jobs finish; switch off with ``report=false``."""
 
@@ -102,17 +130,19 @@ class ReportCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         """Record how the job ended in its directory, then update the report for it (failed jobs included)."""
-        if not self.enabled:
+        if not self.enabled or not last_job_owns_folder():  # a job refused from another run's folder writes nothing
             return
         try:
             self._write_status(config, job_return)
         except Exception:  # see rebuild()
             log.exception("report: could not record the job status")
         rebuild(report_folder(config), job_folder(config))
+        record_late_stop(config)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.enabled:  # the job hook already said where the report is; say it once
+        if self.enabled and last_job_owns_folder():  # the job hook already said where the report is; say it once
             rebuild(report_folder(config), announce=False)
+            record_late_stop(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.enabled:

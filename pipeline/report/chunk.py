@@ -1,14 +1,18 @@
-"""One job's artefacts of one model as a script chunk that the model page loads when the job is opened.
+"""One job's artefacts of one model as a script chunk that the model page's depth explorer loads.
 
 Chromium refuses ``fetch()`` of local files but runs ``<script src>``, so a chunk is a one-line script that hands
-the section's ready-made (escaped) HTML to the page: ``FMI.chunk({"id": ..., "html": ...});``. Inside, the
-artefacts are grouped layer (in the model's conv order) → method, each a card with a thumbnail that links to
-the full-size PNG and the raw ``.npy``.
+the page ready-made (escaped) HTML: ``FMI.chunk({"id": ..., "html": ...});``. Inside: the job's images as
+thumbnails to pick from, then one hidden ``section.layer`` per layer in conv order, each holding a figure per
+artefact (``data-m`` its method, ``data-image`` its image, empty for per-layer methods such as filters) with
+methods in the registry's order, so a plug-in's method lands in place without naming it here; then the per-image
+artefacts with no layer (class targets). The page shows one layer and one image at a time; the pictures are
+``loading="lazy"`` inside hidden sections, so only those in view are fetched.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
 from pipeline.output.record import Record
 from pipeline.report import layout
@@ -17,47 +21,110 @@ from pipeline.report.markup import esc, href, key
 from pipeline.report.summary import LEADS, image_name, layer_name
 
 UP = layout.UP_FROM_PAGE  # chunks are shown on a model page, so their links start from report/models/
+# What stands for an image among its thumbnails: the first of these that it has (a CAM's first tile is the input).
+PICKERS = ("grad_cam", "grad_cam_pp", "layer_cam", "feature_maps")
+FACTS = ("shape", "stride", "receptive_field")  # manifest fields that describe a layer, when a record has them
+
+
+def registry_order() -> list[str]:
+    """The method registry's order when it is loaded (always in a run's own process, whose callback builds the
+    report, and in ``python -m pipeline.report``); the report never imports it (torch) just for this."""
+    registry = sys.modules.get("pipeline.methods.registry")
+    try:
+        return list(registry.names()) if registry is not None else []
+    except Exception:  # noqa: BLE001 - a report never fails for want of the method registry
+        return []
+
+
+def method_ranks(records: list[Record]) -> dict[str, int]:
+    """Each method's place: the registry's order, then methods it does not know (a plug-in not imported here)
+    in the order the job wrote them first."""
+    order = registry_order()
+    seen = [m for m in dict.fromkeys(r.method for r in records) if m not in order]
+    return {m: i for i, m in enumerate([*order, *seen])}
 
 
 def _layer_order(records: list[Record]) -> float:
-    """Where a layer comes in the model (manifest ``layer_index``); overviews first, class targets last."""
-    if any(r.method in LEADS for r in records):
-        return float("-inf")
     known = [r.layer_index for r in records if isinstance(r.layer_index, int)]
     return min(known) if known else float("inf")
 
 
-def groups(records: list[Record]) -> list[tuple[str, list[tuple[str, list[Record]]]]]:
-    """The records as layers in conv order, each with its methods in the order they were written."""
-    layers: dict[str, dict[str, list[Record]]] = {}
+def layers(records: list[Record]) -> list[tuple[str, list[Record]]]:
+    """The records that belong to a layer, per layer in conv order, methods in registry order within each."""
+    rank = method_ranks(records)
+    found: dict[str, list[Record]] = {}
     for r in records:
-        layers.setdefault(layer_name(r), {}).setdefault(r.method, []).append(r)
-    ordered = sorted(layers.items(), key=lambda item: _layer_order([r for rs in item[1].values() for r in rs]))
-    return [(layer, list(methods.items())) for layer, methods in ordered]
+        if r.layer:
+            found.setdefault(r.layer, []).append(r)
+    ordered = sorted(found.items(), key=lambda item: _layer_order(item[1]))
+    return [(name, sorted(items, key=lambda r: rank[r.method])) for name, items in ordered]
 
 
-def card(r: Record) -> str:
-    """One artefact: its thumbnail (the PNG itself for runs made before thumbnails), links, or its error."""
+def _sized(value: object, n: int) -> bool:
+    return isinstance(value, list) and len(value) == n and all(isinstance(v, int) for v in value)
+
+
+def _facts(items: list[Record]) -> dict[str, str]:
+    """Shape (C×H×W), stride and receptive field of a layer, from whatever its records carry."""
+    facts: dict[str, str] = {}
+    for r in items:
+        for name in FACTS:
+            value = r.extra.get(name)
+            if value is not None and name not in facts:
+                facts[name] = "×".join(map(str, value)) if isinstance(value, list) else str(value)
+    if "stride" not in facts:
+        shape = next((r.extra["shape"][1:] for r in items if _sized(r.extra.get("shape"), 3)), None)
+        shape = shape or next((r.extra["map_size"] for r in items if _sized(r.extra.get("map_size"), 2)), None)
+        size = next((r.extra["input_size"] for r in items if _sized(r.extra.get("input_size"), 2)), None)
+        if shape and size and shape[0]:
+            facts["stride"] = f"{size[0] / shape[0]:g}"
+    return facts
+
+
+def figure(r: Record) -> str:
+    """One artefact: its method, its thumbnail (the PNG itself for runs made before thumbnails) that opens the
+    full-size PNG, its other files, or its error."""
     label = image_name(r)
     k = key(r.model, layer_name(r), r.method, label, r.image, r.weights)
-    lines = [f"<b>{esc(label)}</b>" if label else "", esc(r.weights)]
+    head = f"<b>{esc(r.method)}</b>" + (f' <span class="muted">{esc(label)}</span>' if label else "")
+    attrs = f'class="card f{"" if r.ok and r.png else " failed"}" data-m="{esc(r.method)}" data-image="{esc(label)}"'
     if not r.ok or not r.png:
-        lines.append(f'<span class="err">failed: {esc(r.error)}</span>')
-        body = "<br>".join(x for x in lines if x)
-        return f'<figure class="card f failed" data-k="{k} failed"><figcaption>{body}</figcaption></figure>'
-    links = f'<a href="{href(UP + r.png)}">full size</a>'
+        return (
+            f'<figure {attrs} data-k="{k} failed"><figcaption>{head}<br>'
+            f'<span class="err">failed: {esc(r.error)}</span></figcaption></figure>'
+        )
+    links = [f'<a href="{href(UP + r.png)}">full size</a>']
     if r.raw:
-        links += f' · <a href="{href(UP + r.raw)}">raw .npy</a>'
-    for name, path in r.attached.items():
-        links += f' · <a href="{href(UP + path)}">{esc(name)}</a>'
-    lines.append(links)
-    body = "<br>".join(x for x in lines if x)
-    alt = esc(f"{r.model} {r.method} {layer_name(r)} {label}")
+        links.append(f'<a href="{href(UP + r.raw)}">raw .npy</a>')
+    links += [f'<a href="{href(UP + path)}">{esc(name)}</a>' for name, path in r.attached.items()]
+    alt = esc(f"{r.model} {r.method} {layer_name(r)} {label}".strip())
     return (
-        f'<figure class="card f" data-k="{k}"><a href="{href(UP + r.png)}">'
-        f'<img loading="lazy" src="{href(UP + (r.thumb or r.png))}" alt="{alt}" title="{esc(r.image or label)}"></a>'
-        f"<figcaption>{body}</figcaption></figure>"
+        f'<figure {attrs} data-k="{k}"><figcaption>{head}</figcaption>'
+        f'<a class="full" href="{href(UP + r.png)}"><img loading="lazy" src="{href(UP + (r.thumb or r.png))}"'
+        f' alt="{alt}" title="{esc(r.image or label)}"></a><figcaption>{" · ".join(links)}</figcaption></figure>'
     )
+
+
+def pickers(records: list[Record]) -> str:
+    """A button per image of the job, with a small picture of it, to choose the image the explorer shows."""
+    per_image: dict[str, list[Record]] = {}
+    for r in records:
+        if r.image_label and r.method not in LEADS:
+            per_image.setdefault(r.image_label, []).append(r)
+    buttons = []
+    for label, items in per_image.items():
+        done = [r for r in items if r.ok and r.png and r.layer]
+        rank = {m: i for i, m in enumerate(PICKERS)}
+        done.sort(key=lambda r: (rank.get(r.method, len(PICKERS)), _layer_order([r])))
+        picture = (
+            f'<img loading="lazy" src="{href(UP + (done[0].thumb or done[0].png))}" alt="">' if done else "<i></i>"
+        )
+        title = esc(next((r.image for r in items if r.image), label))
+        buttons.append(
+            f'<button type="button" class="pick" data-image="{esc(label)}" title="{title}">{picture}'
+            f"<span>{esc(label)}</span></button>"
+        )
+    return f'<div class="picks">{"".join(buttons)}</div>'
 
 
 def config(job: Job) -> str:
@@ -69,16 +136,25 @@ def config(job: Job) -> str:
 
 
 def section_html(job: Job, records: list[Record]) -> str:
-    """The inside of a job's section on a model page."""
-    parts = [config(job)]
-    for layer, methods in groups(records):
-        parts.append(f'<section class="group layer"><h3>{esc(layer)}</h3>')
-        for method, items in methods:
-            cards = "".join(card(r) for r in items)
-            parts.append(
-                f'<section class="group method"><h4>{esc(method)}</h4><div class="grid">{cards}</div></section>'
-            )
-        parts.append("</section>")
+    """The inside of a job's part of a model page: image pickers, one section per layer, per-image artefacts."""
+    parts = [pickers(records), '<div class="controls-slot"></div><div class="layers">']
+    for i, (name, items) in enumerate(layers(records)):
+        facts = _facts(items)
+        index = next((r.layer_index for r in items if isinstance(r.layer_index, int)), None)
+        data = esc(json.dumps(facts, ensure_ascii=True))
+        parts.append(
+            f'<section class="layer group" hidden data-i="{i}" data-name="{esc(name)}" data-index="{esc(index)}"'
+            f' data-facts="{data}"><div class="panels">{"".join(figure(r) for r in items)}</div></section>'
+        )
+    parts.append("</div>")
+    rank = method_ranks(records)
+    per_image = sorted((r for r in records if not r.layer and r.method not in LEADS), key=lambda r: rank[r.method])
+    if per_image:
+        parts.append(
+            '<div class="per-image"><h3>Per image, at no layer: class targets</h3>'
+            f'<div class="panels">{"".join(figure(r) for r in per_image)}</div></div>'
+        )
+    parts.append(config(job))
     return "".join(parts)
 
 

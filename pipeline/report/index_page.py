@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pipeline.report import layout
 from pipeline.report.markup import document, esc, filter_box, href, key, predictions
-from pipeline.report.summary import CLASS_TARGET, JobSummary
+from pipeline.report.summary import CLASS_TARGET, JobSummary, real_layers
 
 MAX_LISTED = 200  # failed artefacts listed here; the model pages show every one
 MAX_PREDICTIONS = 50  # rows of a model's predictions here; its page has them all
@@ -25,31 +25,38 @@ def failed_job(s: JobSummary) -> bool:
     return s.state.upper() not in FINE
 
 
-def _model_row(model: str, mine: list[JobSummary]) -> str:
+def _model_card(model: str, mine: list[JobSummary]) -> str:
+    """A model's card: a picture readable at card size, and counts that each say what they count."""
     page = href(layout.model_page(model))
-    ok = sum(s.models[model].ok for s in mine)
-    failed = sum(s.models[model].failed for s in mine)
-    first = next((s.models[model].preview for s in mine if s.models[model].preview), None)
+    parts = [s.models[model] for s in mine]
+    ok, failed = sum(p.ok for p in parts), sum(p.failed for p in parts)
+    first = next((p.preview for p in parts if p.preview), None)
     picture = (
-        f'<a href="{href(first["href"])}"><img loading="lazy" src="{href(first["src"])}" alt="{esc(first["alt"])}"></a>'
+        f'<a href="{page}"><img loading="lazy" src="{href(first["src"])}" alt="{esc(first["alt"])}"></a>'
+        f'<figcaption class="muted">{esc(first.get("what") or first["alt"])}</figcaption>'
         if first
-        else ""
+        else '<p class="muted">no picture</p>'
     )
-    layers = len({layer for s in mine for layer in s.models[model].layers})
+    layers = len({layer for p in parts for layer in real_layers(p.layers)})
+    images = len({image for p in parts for image in p.images})
+    methods = list(dict.fromkeys(m for p in parts for m in p.methods))
     err = ' class="err"' if failed else ""
+    counts = (
+        f"<li>{layers} conv layer(s) visualised · {images} image(s)</li>"
+        f"<li>{len(methods)} method(s): {esc(', '.join(methods))}</li>"
+        f"<li>{ok} artefact(s) (pictures) written, <span{err}>{failed} failed</span>, in {len(mine)} job(s)</li>"
+    )
     return (
-        f'<tr class="f" data-k="{key(model)}"><td class="thumb">{picture}</td>'
-        f'<td><a href="{page}">{esc(model)}</a></td><td>{len(mine)}</td><td>{layers}</td><td>{ok}</td>'
-        f"<td{err}>{failed}</td></tr>"
+        f'<figure class="model f" data-k="{key(model, *methods)}"><h3><a href="{page}">{esc(model)}</a> '
+        f'<span class="muted">→ its depth explorer</span></h3>{picture}<ul>{counts}</ul></figure>'
     )
 
 
 def models_table(summaries: list[JobSummary]) -> str:
-    rows = [_model_row(m, [s for s in summaries if m in s.models]) for m in models_in_order(summaries)]
-    if not rows:
+    cards = [_model_card(m, [s for s in summaries if m in s.models]) for m in models_in_order(summaries)]
+    if not cards:
         return '<section id="models"><h2>Models</h2><p class="muted">no artefact yet</p></section>'
-    head = "<tr><th></th><th>model (its page)</th><th>jobs</th><th>layers</th><th>ok</th><th>failed</th></tr>"
-    return f'<section id="models" class="group"><h2>Models</h2><table>{head}{"".join(rows)}</table></section>'
+    return f'<section id="models" class="group"><h2>Models</h2><div class="cards">{"".join(cards)}</div></section>'
 
 
 def predictions_section(summaries: list[JobSummary], labels: dict[str, str]) -> str:
@@ -114,7 +121,9 @@ def jobs_section(summaries: list[JobSummary], labels: dict[str, str]) -> str:
 
 SCRIPT = """
 (function(){var shown=document.getElementById("shown");
-function apply(){var n=FMI.filter(document.body);shown.textContent=n+" item(s) shown";}
+var total=document.querySelectorAll(".f").length;
+function apply(){var n=FMI.filter(document.body);
+ shown.textContent=n+" of "+total+" entries shown (model cards, prediction rows, failures, jobs)";}
 document.getElementById("filter").addEventListener("input",apply);apply();})();
 """
 
@@ -134,13 +143,13 @@ def render_index(
         nav += f'<a href="{layout.MERGED}">{layout.MERGED}</a>'
     header = (
         f"<h1>Filter-Map-Insights report: {esc(title)}</h1>"
-        f"<p>{len(summaries)} job(s) · {len(models)} model(s) · {ok} artefact(s) ok · {failed} failed</p>"
+        f"<p>{len(summaries)} job(s) · {len(models)} model(s) · {ok} artefact(s) (pictures) written · {failed} failed</p>"
         f"{filter_box('filter by model, image, job, error…')}<nav>{nav}</nav>"
     )
     body = "\n".join(
         (
-            failures_section(summaries, labels),
             models_table(summaries),
+            failures_section(summaries, labels),
             predictions_section(summaries, labels),
             jobs_section(summaries, labels),
         )

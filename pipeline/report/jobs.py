@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ import yaml
 
 from pipeline.output.files import read_json
 from pipeline.output.record import Record
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 # Written into a job directory by the Hydra callback: how the job ended (a job can fail before any manifest).
@@ -175,8 +178,15 @@ def load_job(job_dir: Path, folder: Path) -> Job:
     if (job_dir / MANIFEST).is_file():
         job.has_manifest = True
         job.records, job.starts, job.manifest = read_records(job_dir / MANIFEST)
+        unreadable = job.manifest.count(b"\n") - len(job.records)
+        if unreadable:  # complete lines that are not JSON records (a torn write, an edit): say so, never silently
+            log.warning(
+                "report: %s: %d line(s) could not be read (torn or not JSON) and are left out",
+                job_dir / MANIFEST,
+                unreadable,
+            )
         prefix = "" if rel == "." else rel + "/"
-        for record in job.records:
+        for i, record in enumerate(job.records):
             record.job = rel
             record.png = _relative(record.png, job_dir, folder, prefix)
             record.raw = _relative(record.raw, job_dir, folder, prefix)
@@ -184,6 +194,11 @@ def load_job(job_dir: Path, folder: Path) -> Job:
             record.attached = {k: _relative(v, job_dir, folder, prefix) for k, v in record.attached.items()}
             if record.thumb and not (folder / record.thumb).is_file():
                 record.thumb = None  # thumbnail lost: the report shows the PNG itself
+            if record.ok and record.png and not (folder / record.png).is_file():  # deleted since the run
+                job.records[i] = record.failed(
+                    f"file missing: {Path(record.png).name} is no longer in the folder; run the same command again "
+                    "to make it"
+                )
     config_file = job_dir / "config.resolved.yaml"
     if config_file.is_file():
         job.has_config_file = True

@@ -17,7 +17,7 @@ OPEN_ROWS = 12  # a longer predictions table starts closed, so it does not push 
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0 1.5em 3em;color:#222;background:#fafafa}
-header{position:sticky;top:0;background:#fafafa;padding:.6em 0;border-bottom:1px solid #ddd;z-index:1}
+header{background:#fafafa;padding:.6em 0;border-bottom:1px solid #ddd}
 h1{font-size:1.3em;margin:.2em 0}h2{margin:1.2em 0 .3em;border-bottom:2px solid #4a6fa5}
 h3{margin:.8em 0 .2em;color:#4a6fa5}h4{margin:.5em 0 .2em;color:#555}
 #filter{width:28em;max-width:90%;padding:.3em;font-size:1em}
@@ -36,8 +36,28 @@ details.job{margin:.4em 0;border:1px solid #ddd;border-radius:4px;background:#ff
 details.job>summary{cursor:pointer;font-weight:bold}details.job.missing{border-color:#c33}
 .leads{display:flex;flex-wrap:wrap;gap:14px}.lead{margin:0;background:#fff;border:1px solid #ddd;padding:4px}
 .lead img{width:256px;height:auto;vertical-align:top;margin-right:6px}.lead img.plot{width:420px}
-table.compare td{text-align:center}table.compare img{width:200px;height:auto;display:block;margin:auto}
-table.compare th{background:#f0f0f0}
+table.compare{width:100%;table-layout:fixed}table.compare td{text-align:center;min-width:200px}
+table.compare th{background:#f0f0f0}table.compare th:first-child{width:9em}
+table.compare img{width:100%;max-width:380px;height:auto;display:block;margin:auto}
+.tops{display:grid;grid-template-columns:repeat(4,1fr);gap:3px;max-width:520px;margin:auto}.tops svg{width:100%;height:auto;display:block}
+.wrap{overflow-x:auto}
+.cards{display:flex;flex-wrap:wrap;gap:14px}.model{width:420px;margin:0;background:#fff;border:1px solid #ddd;
+border-radius:4px;padding:6px}.model img{width:100%;height:auto;display:block;background:#eee;min-height:60px}
+.model h3{margin:.2em 0}.model ul{margin:.2em 0;padding-left:1.2em}
+.picks{display:flex;flex-wrap:wrap;gap:6px;margin:.3em 0}
+.pick{display:flex;flex-direction:column;align-items:center;border:2px solid #ccc;background:#fff;border-radius:4px;
+padding:2px;cursor:pointer;font:inherit;font-size:12px}.pick.on{border-color:#4a6fa5;background:#e8eef8;font-weight:bold}
+.pick img,.pick i{width:72px;height:72px;object-fit:cover;object-position:0 75%;display:block;background:#eee}
+#controls{position:sticky;top:0;background:#fafafa;z-index:2;padding:.3em 0;border-bottom:1px solid #ddd}
+.walk{display:flex;align-items:center;gap:8px}#depth{flex:1;max-width:50em}
+#strip{display:flex;align-items:flex-end;gap:1px;height:40px;margin:.3em 0}
+#strip button{flex:1;min-width:3px;max-width:24px;padding:0;border:0;background:#9fb3d1;cursor:pointer}
+#strip button.on{background:#c33}#facts{margin:.1em 0}
+.panels{display:flex;flex-wrap:wrap;gap:10px;margin:.4em 0}.panels .card{flex:1 1 160px;max-width:330px;width:auto}
+#full{position:fixed;inset:0;background:rgba(20,20,20,.92);z-index:10;overflow:auto;text-align:center;padding:1em}
+#full .bar{margin-bottom:.5em}#full a{color:#cde}#full img{max-width:none;background:#fff}
+h1 .muted,#explorer h2 .muted{font-size:.7em;font-weight:normal}
+header p{margin:.2em 0}
 """
 
 # Registered in <head> so it sees every image's error event: marks cards whose picture is gone.

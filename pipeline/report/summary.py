@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from pipeline.output.files import write_bytes
 from pipeline.output.record import Record
@@ -18,7 +21,7 @@ from pipeline.report import layout
 from pipeline.report.jobs import Job, natural_key
 
 # Bump when what a summary or chunk holds changes: parts made by another version are rebuilt.
-VERSION = 2
+VERSION = 3
 MAX_FAILURES = 20  # failed artefacts listed per job in its summary (the model page's chunks list them all)
 CLASS_TARGET = "class logit"  # what the report calls an artefact with no layer
 LEADS = ("overview",)  # methods whose pictures open a model's page and stand for it in the index
@@ -91,9 +94,17 @@ def image_name(record: Record) -> str:
     return record.image_label or ""
 
 
+def real_layers(names: list[str]) -> list[str]:
+    """The conv layers among a summary's layer names (not the overview's or the class targets' pseudo-layers)."""
+    return [n for n in names if n not in (CLASS_TARGET, LEAD_GROUP)]
+
+
 MAX_LEADS = 8  # per model and job
 DEPTHS = (("first conv", 0.0), ("25 %", 0.25), ("50 %", 0.5), ("75 %", 0.75), ("last conv", 1.0))
-MAPS, FILTERS, VIZ = "feature_maps", "filters", "feature_viz"  # what compare.html lines up across models
+MAPS, FILTERS, GRAD_CAM = "feature_maps", "filters", "grad_cam"
+ROWS = (MAPS, GRAD_CAM, "feature_viz")  # what compare.html lines up across models at each depth, when it ran
+TOP = 8  # feature maps shown per compare.html cell: the image's strongest at that depth
+PAD = 6  # pipeline.render.grid's padding, to find the first tiles inside a feature-map grid
 
 
 def _picture(r: Record) -> dict[str, Any]:
@@ -112,37 +123,75 @@ def leads(records: list[Record]) -> list[dict[str, Any]]:
     return [_picture(r) for r in records if r.ok and r.png and r.method in LEADS][:MAX_LEADS]
 
 
-def depth(records: list[Record]) -> dict[str, Any]:
-    """What compare.html needs of a model: its first-layer filters, its feature visualisations and per image its
-    feature maps at the relative depths of ``DEPTHS`` among the layers that have them."""
+def top_tiles(r: Record, root: Path, font_px: int) -> dict[str, Any] | None:
+    """Where the strongest ``TOP`` maps sit inside a feature-map grid (``compose``'s layout: the input, then the
+    channels strongest first, row by row): the PNG's size and a box ``[x, y, w, h]`` per map with its label, or
+    None if unknown."""
+    channels, tile, cols = r.extra.get("channels"), r.params.get("tile_px"), r.params.get("columns")
+    if not isinstance(channels, list) or not channels or not isinstance(tile, int) or tile < 1:
+        return None
+    n = len(channels) + 1  # the input comes first
+    cols = cols if isinstance(cols, int) and cols > 0 else max(1, math.ceil(math.sqrt(n)))
+    cell_w, cell_h = tile + PAD, tile + font_px + 6 + PAD
+    try:
+        with Image.open(root / r.png) as image:
+            width, height = image.size  # reads the header only
+    except (OSError, ValueError):
+        return None
+    head = height - math.ceil(n / cols) * cell_h - PAD
+    x0 = (width - cols * cell_w + PAD) // 2
+    places = (divmod(i, cols) for i in range(1, min(TOP + 1, n)))
+    boxes = [[x0 + c * cell_w - PAD // 2, head + row * cell_h, cell_w, cell_h - PAD // 2] for row, c in places]
+    return {"size": [width, height], "boxes": boxes} if head >= 0 and x0 >= PAD // 2 else None
+
+
+def depth(records: list[Record], root: Path | None = None, font_px: int = 12) -> dict[str, Any]:
+    """What compare.html needs of a model: its first-layer filters and, per method of ``ROWS`` and image, its
+    pictures at the relative depths of ``DEPTHS`` among the layers that have them (feature maps with where their
+    strongest ``TOP`` maps are)."""
     done = [r for r in records if r.ok and r.png and isinstance(r.layer_index, int)]
     filters = sorted((r for r in done if r.method == FILTERS), key=lambda r: r.layer_index)
-    found: dict[str, Any] = {"filters": _picture(filters[0]) if filters else None, "maps": {}}
-    viz = sorted((r for r in done if r.method == VIZ), key=lambda r: r.layer_index)
-    if viz:
-        found["viz"] = [_picture(viz[round(f * (len(viz) - 1))]) for _, f in DEPTHS]
-    per_image: dict[str, list[Record]] = {}
-    for r in done:
-        if r.method == MAPS:
-            per_image.setdefault(image_name(r), []).append(r)
-    for image, maps in per_image.items():
-        maps.sort(key=lambda r: r.layer_index)
-        found["maps"][image] = [_picture(maps[round(f * (len(maps) - 1))]) for _, f in DEPTHS]
+    found: dict[str, Any] = {"filters": _picture(filters[0]) if filters else None, "rows": {}}
+    for method in ROWS:
+        per_image: dict[str, list[Record]] = {}
+        for r in done:
+            if r.method == method:
+                per_image.setdefault(image_name(r), []).append(r)
+        for image, chosen in per_image.items():
+            chosen.sort(key=lambda r: r.layer_index)
+            row = []
+            for _, f in DEPTHS:
+                r = chosen[round(f * (len(chosen) - 1))]
+                row.append(_picture(r))
+                if method == MAPS and root is not None:
+                    row[-1]["tiles"] = top_tiles(r, root, font_px)
+            found["rows"].setdefault(method, {})[image] = row
     return found
 
 
 def preview(records: list[Record]) -> dict[str, str] | None:
-    """The picture that stands for a model in the index: its overview, else its first artefact in conv order."""
+    """The picture that stands for a model in the index, readable at card size: the last layer's Grad-CAM of the
+    first image, else the first layer's filters, else its overview, else its first artefact in conv order."""
     done = [r for r in records if r.ok and r.png]
     if not done:
         return None
+    images = list(dict.fromkeys(r.image_label for r in done if r.image_label))
+
+    def deepest(rs: list[Record]) -> Record:
+        return max(rs, key=lambda r: r.layer_index if isinstance(r.layer_index, int) else -1)
+
+    def shallowest(rs: list[Record]) -> Record:
+        return min(rs, key=lambda r: r.layer_index if isinstance(r.layer_index, int) else 1e9)
+
+    cams = [r for r in done if r.method == GRAD_CAM and r.layer and images and r.image_label == images[0]]
+    filters = [r for r in done if r.method == FILTERS and r.layer]
     lead = [r for r in done if r.method in LEADS]
-    first = lead[0] if lead else min(done, key=lambda r: r.layer_index if isinstance(r.layer_index, int) else 1e9)
+    first = deepest(cams) if cams else shallowest(filters) if filters else lead[0] if lead else shallowest(done)
     alt = " ".join(x for x in (first.model, first.method, layer_name(first), image_name(first)) if x)
-    return {"src": first.thumb or first.png, "href": first.png, "alt": alt}
+    return {"src": first.png, "href": first.png, "alt": alt, "what": f"{first.method}, {layer_name(first)}"}
 
 
-def _model_part(records: list[Record]) -> ModelPart:
+def _model_part(records: list[Record], root: Path | None = None, font_px: int = 12) -> ModelPart:
     ok = sum(r.ok for r in records)
     return ModelPart(
         ok=ok,
@@ -153,7 +202,7 @@ def _model_part(records: list[Record]) -> ModelPart:
         weights=list(dict.fromkeys(r.weights for r in records if r.weights)),
         preview=preview(records),
         leads=leads(records),
-        depth=depth(records),
+        depth=depth(records, root, font_px),
     )
 
 
@@ -167,6 +216,9 @@ def summarize(job: Job, models: dict[str, list[Record]], fingerprint: str, job_d
     failed = [r for r in records if not r.ok]
     error = job.status.get("error")
     counts = job.run.get("counts") if isinstance(job.run.get("counts"), dict) else {}
+    root = job_dir if job.rel == "." else job_dir.parents[len(Path(job.rel).parts) - 1]
+    render = (job.run.get("config") or {}).get("render") if isinstance(job.run.get("config"), dict) else None
+    font_px = render.get("font_px", 12) if isinstance(render, dict) else 12
     return JobSummary(
         rel=job.rel,
         label=job.label,
@@ -176,7 +228,7 @@ def summarize(job: Job, models: dict[str, list[Record]], fingerprint: str, job_d
         error=None if error is None else str(error),
         planned=counts.get("planned"),
         files=[name for name in ("run.json", "config.resolved.yaml", "manifest.jsonl") if (job_dir / name).is_file()],
-        models={model: _model_part(items) for model, items in models.items()},
+        models={model: _model_part(items, root, font_px) for model, items in models.items()},
         predictions={str(m): t for m, t in job.predictions.items() if isinstance(t, dict)},
         failures=[_failure(r) for r in failed[:MAX_FAILURES]],
         ok=len(records) - len(failed),
