@@ -1,6 +1,6 @@
 """Every torchvision classification model (weights=none): filters, feature maps, the three backprop methods, the
-CAM family, Guided Grad-CAM and SmoothGrad at its first and last conv layer and its class logit, exact and
-side-effect free."""
+CAM family, Guided Grad-CAM, SmoothGrad and feature visualisation at its first and last conv layer and its class
+logit, exact and side-effect free."""
 
 from __future__ import annotations
 
@@ -78,8 +78,14 @@ def test_every_model_first_and_last_layer(name):
     requests["guided_grad_cam"] = {"top_k": 2, "noise_samples": 2}
     requests["guided_backprop"] = {"top_k": 1, "noise_samples": 2}
     requests["overview"] = {"per_row": 2}
+    requests["feature_viz"] = {"max_channels": 1, "steps": 2, "size": 32}
     found = run_methods(model, x, [first.name, last.name], requests)
     (overview,) = found.pop(("overview", None))
+    for layer in {first.name: first, last.name: last}.values():  # feature viz: 2 steps, natural maxima from x
+        (viz,) = found.pop(("feature_viz", layer.name))
+        n = 1
+        assert viz.array.shape == (n, 3, 32, 32) and ((viz.array >= 0) & (viz.array <= 1)).all(), layer
+        assert np.isfinite(viz.fields["activation"]).all() and len(viz.fields["natural_max"]) == n, layer
     assert overview.array.shape == (len({first.name, last.name}), 7) and np.isfinite(overview.array).all()
     for (method, layer), (out,) in found.items():
         assert np.isfinite(out.array).all(), (method, layer)

@@ -8,6 +8,7 @@ listed); any other module dropped into this package is found too (``registry.dis
 from pipeline.methods import (  # noqa: F401 - registers the built-in methods
     backprop,
     feature_maps,
+    feature_viz,
     filters,
     grad_cam,
     grad_cam_pp,
