@@ -36,9 +36,17 @@ def update_job(folder, job_dir):
     return real_update(folder, job_dir)
 
 
+def mine():
+    if "STOP_JOB" not in os.environ:
+        return True
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().job.num) == os.environ["STOP_JOB"]
+
+
 def write(self, record):
     real_write(self, record)
-    if AT == "first_artefact" and self.ok == 1:
+    if AT == "first_artefact" and self.ok == 1 and mine():
         os.kill(os.getpid(), SIGNUM)
 
 
@@ -475,3 +483,28 @@ def test_a_rebuilt_report_shows_a_deleted_png_as_missing_and_says_which_lines_it
     assert warned == [
         f"report: {root / 'manifest.jsonl'}: 2 line(s) could not be read (torn or not JSON) and are left out"
     ]
+
+
+# --- 8: a joblib worker killed (kill -9, the out-of-memory killer) -----------------------------------------------------
+@pytest.mark.slow
+def test_a_killed_joblib_worker_is_said_in_one_line_and_its_job_recorded_as_failed(tmp_path, photo_dir):
+    (tmp_path / "stopper.py").write_text(STOPPER)
+    folder = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=local_parallel", *SMALL, "models=resnet18,alexnet", f"images=[{photo_dir}]"]
+    proc = cli(
+        [*args, "plugins=[stopper]", f"hydra.sweep.dir={folder}"],
+        tmp_path,
+        env={"STOP_SIGNAL": "SIGKILL", "STOP_AT": "first_artefact", "STOP_JOB": "1"},
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "leaked" not in proc.stderr
+    died = [line for line in said(proc.stderr) if "worker process died" in line]
+    assert died == [
+        f"error: a worker process died (killed, or out of memory): job 1 cut short; run the same command again with "
+        f"hydra.sweep.dir={folder} to resume"
+    ]
+    info = read(folder / "1" / "run.json")
+    assert (info["status"], info["exit_code"]) == ("crashed", 1) and "kill -9" in info["error"]
+    assert read(folder / "1" / "job_status.json")["status"] == "FAILED"
+    assert read(folder / "0" / "run.json")["status"] == "finished"
+    assert "Failures: 0 artefact(s), 1 job(s)" in (folder / "index.html").read_text(encoding="utf-8")
