@@ -197,7 +197,7 @@ def test_any_garbage_checkpoint_gets_one_and_the_same_line(tmp_path):
         reasons[path.name] = message.replace(repr(str(path)), "<path>")
         assert error_text(caught.value) == f"UserError: {message}"  # our own words: no "(at registry.py:249)"
     assert set(reasons.values()) == {
-        "weights: cannot use checkpoint <path>: it is not a PyTorch checkpoint, or it is damaged or cut short."
+        "weights: cannot use checkpoint <path>: it is not a PyTorch checkpoint of plain tensors, or it is damaged or cut short (only plain tensors are read: weights_only=True)."
     }, reasons
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(UserError, match=r"empty.pth': it is empty\.$"):
