@@ -508,3 +508,23 @@ def test_a_killed_joblib_worker_is_said_in_one_line_and_its_job_recorded_as_fail
     assert read(folder / "1" / "job_status.json")["status"] == "FAILED"
     assert read(folder / "0" / "run.json")["status"] == "finished"
     assert "Failures: 0 artefact(s), 1 job(s)" in (folder / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_tiny_memory_budget_is_told_in_units_that_show_it(caplog):
+    import logging
+
+    from pipeline.engine.memory import fitting_batch, size_text
+
+    assert [size_text(n) for n in (1024, 5 * 2**20, 3 * 2**30 // 2, 12 * 2**30)] == [
+        "1.0 KB",
+        "5.0 MB",
+        "1.5 GB",
+        "12 GB",
+    ]
+    with caplog.at_level(logging.WARNING):
+        assert fitting_batch(per_image=3 * 2**20, model_bytes=45 * 2**20, budget=1024, images=4, name="resnet18") == 1
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(
+        "resnet18: one image needs about 3.0 MB, more than memory_budget 1.0 KB leaves after the model"
+    )
+    assert "0.0 GB" not in line
