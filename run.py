@@ -23,11 +23,13 @@ if __name__ == "__main__":
     from pipeline.errors import UserError
     from pipeline.status import Interrupted, exit_code, keep_stop_handlers, late_stop
 
-    sys.argv += listing_overrides(sys.argv[1:])  # list_layers=true writes no output folder
+    listing = listing_overrides(sys.argv[1:])
+    sys.argv += listing  # list_layers=true writes no output folder
     keep_stop_handlers()  # once a job starts, a stop during its report is noted too, and the report finished
     try:  # what Hydra would answer with a traceback or five lines and exit 1: one line, exit 2
         door.check_keys(sys.argv[1:])
-        door.check_folder(sys.argv[1:])
+        if not listing and not door.informational(sys.argv[1:]):
+            door.check_folder(sys.argv[1:])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -61,6 +61,14 @@ def check_keys(args: list[str]) -> None:
         )
 
 
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version", "--shell-completion", "-sc"}
+
+
+def informational(args: list[str]) -> bool:
+    """Whether Hydra is only asked to print something (help, config, info): no folder is made."""
+    return any(arg.split("=")[0] in INFO_FLAGS for arg in args)
+
+
 def check_folder(args: list[str]) -> None:
     """UserError in one line when the run folder (or the sweep folder, with -m) cannot be made or written."""
     key = "hydra.sweep.dir" if any(a in ("-m", "--multirun") for a in args) else "hydra.run.dir"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 OK, FAILED, REFUSED = 0, 1, 2
-LOST = "LOST"  # job_status.json of a cluster job that ended without a result (pipeline.launchers)
+LOST = "LOST"  # job_status.json of a cluster job that ended without a result (pipeline.launchers.slurm)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 

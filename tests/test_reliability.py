@@ -565,7 +565,10 @@ def test_unusable_checkpoints_fail_in_one_line_of_our_own_words(tmp_path, photo_
     noise = tmp_path / "noise.pth"
     noise.write_bytes(np.random.default_rng(13).bytes(4096))  # seeded: the same bytes on every run
     for path, reason in (
-        (noise, "it is not a PyTorch checkpoint, or it is damaged or cut short."),
+        (
+            noise,
+            "it is not a PyTorch checkpoint of plain tensors, or it is damaged or cut short (only plain tensors are read: weights_only=True).",
+        ),
         (evil, "it holds Python objects other than tensors (posix.system)"),
     ):
         out = tmp_path / path.stem

@@ -1,8 +1,8 @@
 """The `slurm` preset's launcher, where Hydra looks for launchers (its plugins live in ``hydra_plugins``).
 
-The code is ``pipeline.launchers``; this package only gives it a name Hydra accepts."""
+The code is ``pipeline.launchers.slurm``; this package only gives it a name Hydra accepts."""
 
-from pipeline.launchers import WatchingSlurmLauncher
+from pipeline.launchers.slurm import WatchingSlurmLauncher
 
 
 class SlurmLauncher(WatchingSlurmLauncher):

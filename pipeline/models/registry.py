@@ -231,7 +231,7 @@ def _unreadable(path: Path, exc: Exception) -> UserError:
     elif not head:
         reason = "it is empty"
     else:  # which exception torch raises depends on the bytes (random ones give any of a dozen): say one thing
-        reason = "it is not a PyTorch checkpoint, or it is damaged or cut short"
+        reason = "it is not a PyTorch checkpoint of plain tensors, or it is damaged or cut short (only plain tensors are read: weights_only=True)"
     return UserError(f"weights: cannot use checkpoint {str(path)!r}: {reason}.")
 
 
