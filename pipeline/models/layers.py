@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from pipeline.errors import UserError, closest
+
+if TYPE_CHECKING:
+    from pipeline.models.receptive import ReceptiveField
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,8 @@ class ConvLayer:
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
     groups: int
+    # where each unit looks in the input, when the engine traced it for the input size in use
+    receptive: ReceptiveField | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         kh, kw = self.kernel_size

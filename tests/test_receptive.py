@@ -1,0 +1,166 @@
+"""Receptive fields equal the support of each unit's input gradient (random weights), on tiny nets with padding,
+pooling and branches, and at the first, middle and last conv layer of every torchvision model, border units
+included. The gradient runs with the data-dependent gates opened (ReLU-family passes every gradient, max pooling
+spreads to its whole window, as average pooling does) and global poolings detached (their context is reported
+by a flag, not the box): what is left is the graph's own dependence of the unit on input pixels."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from pipeline.models import conv_layers
+from pipeline.models.capture import run_capturing
+from pipeline.models.receptive import crop_box, receptive_fields, trace
+from pipeline.models.registry import clear_cache, load_model, resolve_weights
+
+TORCHVISION = torchvision.models.list_models(module=torchvision.models)
+_GATES = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "silu", "gelu", "hardswish", "elu", "leaky_relu"}
+
+
+class OpenGates(TorchFunctionMode):
+    """Gradients pass ReLU-like gates and whole max-pool windows; global poolings are detached."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "").lstrip("_")
+        if name in _GATES and isinstance(args[0], torch.Tensor):  # out of place: keep the captured conv output
+            x = args[0]
+            return x + (func(x.clone(), *args[1:], **kwargs) - x).detach()
+        out = func(*args, **kwargs)
+        if name in ("max_pool2d", "max_pool2d_with_indices") and isinstance(out, torch.Tensor):
+            names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode")
+            p = dict(zip(names, args, strict=False)) | kwargs
+            spread = F.avg_pool2d(
+                p["input"], p["kernel_size"], p.get("stride") or None, p.get("padding", 0), p.get("ceil_mode", False)
+            )
+            return out.detach() + spread - spread.detach()
+        pooled = name in ("adaptive_avg_pool2d", "adaptive_max_pool2d", "mean", "amax")
+        if pooled and isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:] == (1, 1):
+            source = args[0]
+            if source.shape[-2:] != (1, 1):
+                return out.detach()
+        return out
+
+
+def support_boxes(model: nn.Module, x: torch.Tensor, units: dict[str, list[tuple[int, int]]], gates: bool) -> dict:
+    """Per layer, the bounding boxes (top, left, bottom, right) of the input gradient's support of each of its
+    units (channel 0): one batch item per unit, one forward and one backward for all; None for a layer whose
+    units have no gradient at all."""
+    items = [(layer, unit) for layer, found in units.items() for unit in found]
+    xs = x.expand(len(items), -1, -1, -1).clone().requires_grad_(True)
+    kept = {}
+    with torch.enable_grad(), OpenGates() if gates else torch.enable_grad():
+        run_capturing(model, xs, list(units), kept.__setitem__)
+    picked = [kept[layer][i, 0, y, x_] for i, (layer, (y, x_)) in enumerate(items)]
+    live = [p for p in picked if p.requires_grad]
+    grads = torch.autograd.grad(torch.stack(live).sum(), xs, allow_unused=True)[0] if live else None
+    boxes: dict = {layer: [] for layer in units}
+    for i, (layer, _) in enumerate(items):
+        g = grads[i].abs().sum(0) if grads is not None else torch.zeros(1, 1)
+        ys, xs_ = torch.nonzero(g > 0, as_tuple=True)
+        box = None if len(ys) == 0 else (int(ys.min()), int(xs_.min()), int(ys.max()) + 1, int(xs_.max()) + 1)
+        boxes[layer].append(box)
+    return {layer: None if all(b is None for b in found) else found for layer, found in boxes.items()}
+
+
+def check_layers(model: nn.Module, x: torch.Tensor, fields: dict) -> None:
+    """Each field's box equals the gradient support of a corner, the opposite corner, an edge and a centre unit."""
+    units = {}
+    for layer, field in fields.items():
+        h, w = len(field.rows), len(field.cols)
+        units[layer] = sorted({(0, 0), (h - 1, w - 1), (h // 2, w // 2), (0, w - 1)})
+    found = support_boxes(model, x, units, gates=True)
+    pooled = [layer for layer, boxes in found.items() if boxes is None]
+    if pooled:  # layers that read only a global pooling (squeeze-excitation convs): their true gradient
+        assert all(fields[layer].global_context for layer in pooled)
+        found.update(support_boxes(model, x, {layer: units[layer] for layer in pooled}, gates=False))
+    for layer, boxes in found.items():
+        assert boxes == [fields[layer].box(y, x_) for y, x_ in units[layer]], layer
+
+
+class Branchy(nn.Module):
+    """Padding, strides, dilation, pooling with ceil_mode, explicit F.pad, two branches of different depth,
+    a channel concat and a squeeze-excitation gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.a = nn.Conv2d(4, 4, 1)
+        self.b1 = nn.Conv2d(4, 4, (1, 5), padding=(0, 2))
+        self.b2 = nn.Conv2d(4, 4, 3, dilation=2)
+        self.se = nn.Conv2d(8, 8, 1)
+        self.head = nn.Conv2d(8, 2, 2, stride=2)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.stem(x)))
+        b = self.b2(F.pad(self.b1(x), (2, 2, 2, 2)))
+        x = torch.cat([self.a(x), b], 1)
+        x = x * torch.sigmoid(self.se(F.adaptive_avg_pool2d(x, 1)))
+        return self.head(x)
+
+
+@pytest.mark.parametrize("size", [(29, 29), (32, 27)])
+def test_tiny_branchy_net_fields_equal_gradient_support(size):
+    torch.manual_seed(0)
+    model = Branchy().eval()
+    x = torch.randn(1, 3, *size)
+    fields = trace(model, size)
+    assert set(fields) == {"stem", "a", "b1", "b2", "se", "head"}
+    check_layers(model, x, fields)
+    assert fields["stem"].extent == (3, 3) and fields["stem"].stride == (2.0, 2.0)
+    assert fields["b1"].extent == (7, 23) and fields["b1"].stride == (4.0, 4.0)
+    assert fields["head"].global_context and not fields["b2"].global_context
+    assert fields["stem"].box(0, 0) == (0, 0, 2, 2)  # the padding row and column are not the image
+
+
+def test_fields_are_cached_per_model_and_size_and_leave_the_model_alone():
+    model = Branchy().eval()
+    first = receptive_fields(model, (29, 29))
+    assert receptive_fields(model, (29, 29)) is first
+    assert receptive_fields(model, (33, 33)) is not first
+    assert not any(m._forward_hooks for m in model.modules()) and not model.training
+
+
+def test_crop_box_is_the_field_widened_and_square_inside_the_image():
+    fields = trace(Branchy().eval(), (29, 29))
+    field = fields["stem"]
+    assert crop_box(field, 5, 5) == field.box(5, 5)
+    t, left, b, r = crop_box(field, 5, 5, margin=0.5)
+    assert (b - t, r - left) == (6, 6) and t <= 9 and b >= 12
+    assert crop_box(field, 0, 0, margin=0.5)[:2] == (0, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*TORCHVISION, "efficientnet_lite0"])
+def test_every_model_first_middle_last_field_equals_gradient_support(name):
+    loaded = load_model(name, resolve_weights(name, "none", seed=0))
+    model = loaded.module
+    layers = conv_layers(model)
+    fixed = hasattr(model, "image_size") or name.startswith(("swin", "maxvit"))
+    size = loaded.transform.crop_size[0] if fixed else 80
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, size, size)
+    fields = trace(model, (size, size))
+    check_layers(
+        model, x, {layer.name: fields[layer.name] for layer in (layers[0], layers[len(layers) // 2], layers[-1])}
+    )
+    del loaded, model
+    clear_cache()
+    gc.collect()
+
+
+def test_lite0_stem_field_is_three_pixels_at_stride_two():
+    fields = trace(load_model("efficientnet_lite0", resolve_weights("efficientnet_lite0", "none")).module, (224, 224))
+    stem = fields["features.0.0"]
+    assert stem.extent == (3, 3) and stem.stride == (2.0, 2.0) and not stem.global_context
+    assert stem.text() == "RF 3 px, stride 2"
+    assert np.diff([r[0] for r in stem.rows[1:]]).tolist() == [2] * 110
