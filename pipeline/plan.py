@@ -64,6 +64,10 @@ class Plan:
         """Methods that need images (everything but per-layer ones such as filters)."""
         return [m for m in self.methods if m.scope is not Scope.LAYER]
 
+    def gatherers(self) -> list[Method]:
+        """Per-layer methods that gather over the image batches before they make their artefacts."""
+        return [m for m in self.methods if m.scope is Scope.LAYER and m.gathers]
+
     def artefacts(self, model: ModelPlan | None = None, images: Iterable[Path] | None = None) -> Iterator[ArtefactKey]:
         """Every planned artefact, in the order the engine makes them; optionally one model's, or some images'.
 

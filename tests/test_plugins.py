@@ -31,7 +31,7 @@ def test_every_registered_method_is_a_complete_plugin():
         with pytest.raises(dataclasses.FrozenInstanceError):
             params.tile_px = 1  # frozen: parameters cannot drift during a run
         assert isinstance(cls(params).scope, Scope)
-        hooks = ("for_layer", "for_layer_batch", "for_batch")
+        hooks = ("for_layer", "for_layer_batch", "for_batch", "finish")
         assert any(getattr(cls, h) is not getattr(Method, h) for h in hooks), f"{name} implements no hook"
 
 

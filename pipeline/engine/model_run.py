@@ -7,6 +7,7 @@ not run at all, and one with some left runs whole but writes only what is missin
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Settings
+from pipeline.engine.finish import Finish, input_side
 from pipeline.engine.memory import auto_batch
 from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
@@ -114,12 +116,15 @@ class ModelRun:
 
     def __post_init__(self) -> None:
         self.methods = {m.name: m for m in self.plan.methods}
-        self.batches = [chunk for chunk in self._chunks() if not self._batch_done(chunk)]
         self.layer_todo = {
             m.name: [layer for layer in self.mp.layers if self._key(m, layer.name, None) not in self.verified]
             for m in self.plan.methods
             if m.scope is Scope.LAYER
         }
+        # gathering methods with layers left to make: every batch runs again so that they see every image
+        self.gathering = [m for m in self.plan.gatherers() if self.layer_todo[m.name]]
+        self.states = {m.name: {layer.name: {} for layer in self.layer_todo[m.name]} for m in self.gathering}
+        self.batches = [chunk for chunk in self._chunks() if not self._batch_done(chunk)]
 
     # --- what is left to do ---------------------------------------------------------------------------------------
     def _key(self, method: Method, layer: str | None, image: Path | None) -> ArtefactKey:
@@ -127,17 +132,19 @@ class ModelRun:
 
     def _chunks(self) -> list[list[Path]]:
         """The image batches, in plan order: the same composition on every run, so redone artefacts match."""
-        if not (self.plan.image_methods() or self.settings.predictions):
+        if not (self.plan.image_methods() or self.settings.predictions or self.gathering):
             return []
         images, size = self.plan.images, self.settings.batch_size
         if size == "auto":
-            keeps_graph = needs_of(self.plan.image_methods()).gradients
+            keeps_graph = needs_of(self.plan.image_methods() + self.gathering).gradients
             budget, device = self.settings.memory_budget, self.settings.device
             size = auto_batch(self.mp, budget, device, keeps_graph, len(images))
         self.batch_size = size
         return [images[start : start + size] for start in range(0, len(images), size)]
 
     def _batch_done(self, images: list[Path]) -> bool:
+        if self.gathering:
+            return False
         if any(key not in self.verified for key in self.plan.artefacts(self.mp, images)):
             return False
         return not self.settings.predictions or all(self.plan.labels[i] in self.known_predictions for i in images)
@@ -148,6 +155,9 @@ class ModelRun:
     def cost(self) -> float:
         """The planned work of this model in progress units (see ``engine.progress``)."""
         total = PICTURE * sum(len(layers) for layers in self.layer_todo.values())
+        for method in self.gathering:
+            todo = len(self.layer_todo[method.name])
+            total += method.finish_cost(todo) + compute_cost(method) * todo
         for images in self.batches:
             total += FORWARD * len(images)
             keys = list(self.plan.artefacts(self.mp, images))
@@ -248,7 +258,7 @@ class ModelRun:
         )
         module = self.loaded.module
         for method in self.plan.methods:
-            if method.scope is Scope.LAYER:
+            if method.scope is Scope.LAYER and not method.gathers:
                 layer_outputs(
                     method,
                     module,
@@ -258,6 +268,32 @@ class ModelRun:
                 )
         for images in self.batches:
             self.batch(images)
+        for method in self.gathering:
+            self.finish(method)
+
+    def finish(self, method: Method) -> None:
+        """A gathering method's artefacts, once every batch has been folded into its states."""
+        states = self.states[method.name]
+        layers = [layer for layer in self.layer_todo[method.name] if layer.name in states]  # not failed gathering
+        if not layers:
+            return
+        raise_if_stopped()
+
+        def advance(units: int) -> None:
+            self.progress.advance(units)
+            raise_if_stopped()
+
+        info = model_info(self.loaded, self.mp)
+        side = input_side(self.loaded.transform)
+        view = Finish(self.loaded.module, info, layers, states, self.settings.seed, side, advance)
+        try:
+            outputs = method.finish(view)
+        except Exception as exc:  # noqa: BLE001 - a failing method fails only its own artefacts
+            error = error_text(exc)
+            log.error("%s %s failed: %s", self.mp.name, method.name, error)
+            self.fail_keys([self._key(method, layer.name, None) for layer in layers], error)
+            return
+        self.emit([], method, outputs)
 
     def _read(self, image: Path) -> torch.Tensor | None:
         """The image preprocessed for this model, or None (its artefacts failed, the reason said once per run)."""
@@ -296,14 +332,17 @@ class ModelRun:
         x = torch.stack([tensor for _, tensor in kept]).to(self.loaded.device)
         sources = [input_tile(t, info.mean, info.std) for _, t in kept]
         fresh = any(key not in self.verified for key in self.plan.artefacts(self.mp, images))
+        gathered = copy.deepcopy(self.states)  # what the states were before this pass, should it run out of memory
         work = BatchWork(
             self.loaded.module,
             self.mp.layers,
-            self.plan.image_methods() if fresh else [],  # nothing to make: the forward is for predictions
+            # nothing to make: the forward is for predictions (and gathering)
+            (self.plan.image_methods() if fresh else []) + self.gathering,
             emit=lambda m, outs: self.emit(images, m, outs),
             fail=lambda m, layer, exc: self.fail_method(images, m, layer, exc),
             want_logits=self.settings.predictions,
             strategy=self.settings.backward_strategy,
+            states=self.states,
         )
         try:
             labels = [self.plan.labels[i] for i in images]
@@ -312,6 +351,8 @@ class ModelRun:
         except Exception as exc:  # noqa: BLE001 - fail what is left of this batch, keep the rest of the run
             del x, work
             if out_of_memory(exc) and len(kept) > 1:
+                self.states.clear()
+                self.states.update(gathered)  # the halves gather this batch again
                 half = len(kept) // 2
                 log.warning(
                     "%s: a batch of %d images ran out of memory; running it as %d + %d",

@@ -11,11 +11,12 @@ import dataclasses
 import functools
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from pipeline.engine.finish import Finish, input_side
 from pipeline.engine.shared import Batch, GraphSession, at_layer, stream
 from pipeline.methods.base import Method, ModelInfo, Needs, Output, Scope
 from pipeline.models.layers import ConvLayer
@@ -40,6 +41,7 @@ class BatchWork:
     fail: Fail
     want_logits: bool = False
     strategy: str = "loop"
+    states: dict[str, dict[str, dict]] = field(default_factory=dict)  # gathering method -> layer -> its state
 
     def run(self, batch: Batch) -> torch.Tensor | None:
         """Run the one shared forward for ``batch`` and every method on it; return the logits (or None)."""
@@ -73,7 +75,21 @@ class BatchWork:
     def _layer(self, batch: Batch, layer: ConvLayer, activation: torch.Tensor, methods: list[Method]) -> None:
         view = at_layer(batch, layer, activation)
         for method in methods:
-            view.outputs[method.name] = self._call(method, layer.name, lambda m=method: m.for_layer_batch(view))
+            if method.gathers:
+                self._gather(method, view)
+            else:
+                view.outputs[method.name] = self._call(method, layer.name, lambda m=method: m.for_layer_batch(view))
+
+    def _gather(self, method: Method, view) -> None:
+        """Fold this batch into a gathering method's state at this layer; a failure fails that layer's artefact."""
+        states = self.states.get(method.name, {})
+        if view.layer.name not in states:
+            return
+        try:
+            method.gather(view, states[view.layer.name])
+        except Exception as exc:  # noqa: BLE001 - one method failing here fails only its own artefact
+            del states[view.layer.name]
+            self.fail(method, view.layer.name, exc)
 
     def _image(self, batch: Batch, methods: list[Method]) -> None:
         for method in methods:
@@ -131,12 +147,18 @@ def run_methods(
         made.extend((method, output) for output in outputs)
 
     for method in methods:
-        if method.scope is Scope.LAYER:
+        if method.scope is Scope.LAYER and not method.gathers:
             layer_outputs(method, module, layers, emit, fail)
+    gatherers = [m for m in methods if m.scope is Scope.LAYER and m.gathers]
+    states = {m.name: {layer.name: {} for layer in layers} for m in gatherers}
     image_methods = [m for m in methods if m.scope is not Scope.LAYER]
-    if image_methods:
+    if image_methods or gatherers:
         n = x.shape[0]
         blank = np.zeros((*x.shape[-2:], 3), dtype=np.uint8)
         batch = Batch(info, x, sources or [blank] * n, labels or [str(i) for i in range(n)], seed=seed)
-        BatchWork(module, layers, image_methods, emit, fail, strategy=strategy).run(batch)
+        BatchWork(module, layers, image_methods + gatherers, emit, fail, strategy=strategy, states=states).run(batch)
+    for method in gatherers:
+        finish_layers = [layer for layer in layers if layer.name in states[method.name]]
+        view = Finish(module, info, finish_layers, states[method.name], seed, input_side(None, x.shape[-1]))
+        emit(method, method.finish(view))
     return made

@@ -240,6 +240,31 @@ class LayerView(BatchView, Protocol):
         ...
 
 
+class FinishView(Protocol):
+    """What a gathering method (``Method.gathers``) is handed once per model, after every image batch."""
+
+    model: ModelInfo
+    layers: list[ConvLayer]  # this method's layers still to make, in model order
+    states: dict[str, dict]  # layer name -> what ``gather`` folded in (empty when no image was seen)
+    seed: int
+    device: torch.device
+    input_size: int  # the side of the model's preprocessed input
+
+    def weight(self, layer: str) -> torch.Tensor:
+        """The conv's weight (no gradient)."""
+        ...
+
+    def features(self, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """A differentiable forward of preprocessed ``x`` [B, 3, H, W] that stops after the deepest of ``layers``:
+        each conv's own output (before any in-place activation), attached to the graph of ``x``. The model's
+        parameters stay frozen and no hook outlives the call."""
+        ...
+
+    def advance(self, units: int) -> None:
+        """``units`` of ``Method.finish_cost`` are done; where a stop signal takes effect during long work."""
+        ...
+
+
 # --- the method base class ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Params:
@@ -278,7 +303,9 @@ class Method:
     - ``for_layer``: scope LAYER, called once per requested layer with its conv weight (``needs.weights``);
     - ``for_layer_batch``: called once per requested layer and image batch with the shared pass's view, for
       every method whose ``needs.activations`` is set (a per-image method may gather what it needs there);
-    - ``for_batch``: called once per image batch after every layer (scope IMAGE).
+    - ``for_batch``: called once per image batch after every layer (scope IMAGE);
+    - ``gather`` and ``finish``: scope LAYER with ``gathers`` set: ``gather`` folds each image batch into a
+      per-layer state during the shared pass, ``finish`` makes the per-layer artefacts once the batches are done.
     """
 
     name: ClassVar[str]
@@ -286,6 +313,7 @@ class Method:
     description: ClassVar[str] = ""
     order: ClassVar[int] = 100  # where the method is listed (and run) among the others
     reads_outputs: ClassVar[bool] = False  # True: runs after the others and reads their outputs at each layer
+    gathers: ClassVar[bool] = False  # scope LAYER: gather over the image batches, then ``finish`` with the model
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -319,3 +347,16 @@ class Method:
 
     def for_batch(self, view: BatchView) -> list[Output]:
         raise NotImplementedError
+
+    def gather(self, view: LayerView, state: dict) -> None:
+        """Fold one image batch at ``view.layer`` into ``state`` (this layer's own, kept for the model). In a
+        stream pass the activation is only valid during the call: copy what is kept."""
+        raise NotImplementedError
+
+    def finish(self, view: FinishView) -> list[Output]:
+        """One Output per layer of ``view.layers`` (``Output.layer`` set), after every image batch."""
+        raise NotImplementedError
+
+    def finish_cost(self, layers: int) -> int:
+        """Progress units ``finish`` reports through ``FinishView.advance`` for ``layers`` layers."""
+        return 0

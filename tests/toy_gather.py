@@ -1,0 +1,48 @@
+"""A gathering method defined outside the package, as a user would write one (loaded with ``plugins=[toy_gather]``).
+
+``toy_peak``: per layer, each channel's highest activation over every image of the run (gathered batch by batch),
+and the images it saw; at the end, the layer's channel means for an all-ones input through ``FinishView.features``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.methods import base, register
+
+
+@register
+class ToyPeak(base.Method):
+    name = "toy_peak"
+    gathers = True
+
+    @property
+    def scope(self) -> base.Scope:
+        return base.Scope.LAYER
+
+    def gather(self, view: base.LayerView, state: dict) -> None:
+        peak = view.activation.detach().float().amax(dim=(0, 2, 3)).cpu()
+        state["peak"] = peak if "peak" not in state else torch.maximum(state["peak"], peak)
+        state["seen"] = state.get("seen", 0) + view.activation.shape[0]
+
+    def finish(self, view: base.FinishView) -> list[base.Output]:
+        x = torch.ones(1, 3, view.input_size, view.input_size, device=view.device, requires_grad=True)
+        found = view.features(x, [layer.name for layer in view.layers])
+        outputs = []
+        for layer in view.layers:
+            state = view.states[layer.name]
+            view.advance(1)
+            peak = state["peak"].numpy() if "peak" in state else np.zeros(0, dtype=np.float32)
+            ones = found[layer.name].detach().float().mean(dim=(0, 2, 3)).cpu().numpy()
+            outputs.append(
+                base.Output(
+                    array=peak,
+                    picture=base.Picture([base.MapTile(peak[None], "peaks")], "channel peaks", self.params.tile_px),
+                    layer=layer.name,
+                    fields={"seen": state.get("seen", 0), "ones_mean": [round(float(v), 6) for v in ones]},
+                )
+            )
+        return outputs
+
+    def finish_cost(self, layers: int) -> int:
+        return layers
