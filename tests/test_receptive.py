@@ -130,13 +130,14 @@ def test_fields_are_cached_per_model_and_size_and_leave_the_model_alone():
     assert not any(m._forward_hooks for m in model.modules()) and not model.training
 
 
-def test_crop_box_is_the_field_widened_and_square_inside_the_image():
+def test_crop_box_is_the_field_widened_square_and_inside_the_image():
     fields = trace(Branchy().eval(), (29, 29))
-    field = fields["stem"]
-    assert crop_box(field, 5, 5) == field.box(5, 5)
-    t, left, b, r = crop_box(field, 5, 5, margin=0.5)
-    assert (b - t, r - left) == (6, 6) and t <= 9 and b >= 12
-    assert crop_box(field, 0, 0, margin=0.5)[:2] == (0, 0)
+    field = fields["stem"]  # 3 px at stride 2
+    assert crop_box(field, 5, 5) == field.box(5, 5) == (9, 9, 12, 12)
+    assert crop_box(field, 5, 5, margin=0.5) == (7, 7, 13, 13)  # 3 × 2 = 6 px around rows / columns 9..11
+    assert crop_box(field, 0, 0, margin=0.5) == (0, 0, 6, 6)
+    assert crop_box(field, 14, 14, margin=0.5) == (23, 23, 29, 29)
+    assert crop_box(fields["head"], 0, 0, margin=0.5) == (0, 0, 29, 29)  # never more than the image
 
 
 @pytest.mark.slow

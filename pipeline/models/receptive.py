@@ -341,16 +341,19 @@ def receptive_fields(module: nn.Module, size: tuple[int, int]) -> dict[str, Rece
 
 
 def crop_box(field: ReceptiveField, y: int, x: int, margin: float = 0.0) -> tuple[int, int, int, int]:
-    """Unit (y, x)'s box widened by ``margin`` × its side on each side and made square where the image allows."""
-    top, left, bottom, right = field.box(y, x)
+    """A square around unit (y, x)'s field: the interior field's side widened by ``margin`` × that side on each
+    side (so every crop of a layer shows the same scale), centred on the unit, shifted inside the image."""
     height, width = field.input_size
-    side = max(bottom - top, right - left)
-    side = min(max(height, width), math.ceil(side * (1 + 2 * margin)))
+    side = min(height, width, math.ceil(max(field.extent) * (1 + 2 * margin)))
 
-    def centred(lo: int, hi: int, n: int) -> tuple[int, int]:
-        want = min(side, n)
-        start = min(max(0, (lo + hi - want) // 2), n - want)
-        return start, start + want
+    def span(first: int, last: int, extent: int, n: int) -> tuple[int, int]:
+        if last - first + 1 < extent:  # clipped at a border: where the unclipped field lies
+            first, last = (last + 1 - extent, last) if first == 0 else (first, first + extent - 1)
+        start = min(max(0, math.floor((first + last + 1 - side) / 2)), n - side)
+        return start, start + side
 
-    (t, b), (lft, r) = centred(top, bottom, height), centred(left, right, width)
-    return t, lft, b, r
+    (top, bottom), (left, right) = (
+        span(*field.rows[y], field.extent[0], height),
+        span(*field.cols[x], field.extent[1], width),
+    )
+    return top, left, bottom, right
