@@ -67,3 +67,29 @@ def test_crop_none_and_the_overview_use_the_same_rule():
     assert isinstance(featured, SignalTile) and featured.label.endswith("cropped")
     assert featured.values.shape[-2:] == (5, 5)
     assert overview.picture.rows[1].title[-1] == "RF 3 px, stride 1"
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = net()
+        self.head = nn.Linear(3, 5)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def test_guided_grad_cam_crops_only_when_asked_at_its_grad_cam_peak():
+    torch.manual_seed(0)
+    model, x = Classifier().eval(), torch.randn(2, 3, 40, 40)
+    found = run_methods(model, x, ["features.0"], {"guided_grad_cam": {"top_k": 1}})
+    assert all("crops" not in out.fields for out in found[("guided_grad_cam", "features.0")])  # auto: class signal
+    requests = {"guided_grad_cam": {"top_k": 2, "crop": "receptive"}, "grad_cam": {"top_k": 2}}
+    found = run_methods(model, x, ["features.0"], requests)
+    field = trace(model, (40, 40))["features.0"]
+    for out, cam in zip(found[("guided_grad_cam", "features.0")], found[("grad_cam", "features.0")], strict=True):
+        for j, (tile, box) in enumerate(zip(out.picture.tiles[1:], out.fields["crops"], strict=True)):
+            peak = divmod(int(np.argmax(cam.array[j])), cam.array.shape[-1])
+            assert box == list(crop_box(field, *peak, MARGIN))
+            np.testing.assert_array_equal(tile.values, out.array[j][:, box[0] : box[2], box[1] : box[3]])
+            assert tile.label.endswith("cropped")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pipeline.models.receptive import crop_box
 
 if TYPE_CHECKING:
-    from pipeline.models.receptive import ReceptiveField
+    from pipeline.models.layers import ReceptiveField
 
 CROPS = ("auto", "receptive", "none")
 MARGIN = 0.25  # of the field's side, on each side
