@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -276,19 +277,26 @@ def trace(
     tracer.put(x, identity)
     found: dict[str, ReceptiveField] = {}
 
+    names = [layer.name for layer in conv_layers(module)]
+
     def on_output(name: str, out: torch.Tensor) -> None:
         spans = tracer.get(out)
         if spans is not None and name not in found:
             found[name] = _field(spans, (h, w))
+        if len(found) == len(names):
+            raise _Done  # the head after the last conv adds nothing
 
-    names = [layer.name for layer in conv_layers(module)]
     training = module.training
     try:
-        with torch.no_grad(), layer_hooks(module.eval(), names, on_output), tracer:
+        with torch.no_grad(), layer_hooks(module.eval(), names, on_output), tracer, suppress(_Done):
             module(x)
     finally:
         module.train(training)
     return found
+
+
+class _Done(Exception):
+    """Ends the traced forward once every conv layer has been seen."""
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
