@@ -136,7 +136,11 @@ def test_tiny_branchy_net_fields_equal_gradient_support(size):
 
 def test_fields_are_cached_per_model_and_size_and_leave_the_model_alone():
     model = Branchy().eval()
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, a: calls.append(1))
     first = receptive_fields(model, (29, 29))
+    assert calls == [] and first == trace(Branchy().eval(), (29, 29))  # traced on a meta copy: no forward
+    handle.remove()
     assert receptive_fields(model, (29, 29)) is first
     assert receptive_fields(model, (33, 33)) is not first
     assert not any(m._forward_hooks for m in model.modules()) and not model.training

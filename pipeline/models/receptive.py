@@ -15,6 +15,7 @@ import logging
 import math
 import weakref
 from contextlib import suppress
+from copy import deepcopy
 from dataclasses import dataclass
 
 import numpy as np
@@ -302,16 +303,33 @@ class _Done(Exception):
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def meta_copy(module: nn.Module) -> nn.Module:
+    """The model's structure with every parameter and buffer on the meta device and no hooks: tracing it costs
+    no arithmetic and never calls (or changes) the model itself."""
+    memo = {id(t): t.to("meta") for t in [*module.parameters(), *module.buffers()]}
+    for p in module.parameters():
+        memo[id(p)] = nn.Parameter(memo[id(p)], requires_grad=False)
+    copy = deepcopy(module, memo)
+    for m in copy.modules():
+        for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks):
+            hooks.clear()
+    return copy
+
+
 def receptive_fields(module: nn.Module, size: tuple[int, int]) -> dict[str, ReceptiveField]:
-    """``trace`` cached per (model object, input size); a model the tracer cannot run gets {} (and a warning)."""
+    """``trace`` of a meta copy (else of the model itself, one forward of a blank image), cached per (model object,
+    input size); a model neither can run gets {} and a warning."""
     per_model = _CACHE.setdefault(module, {})
     size = (int(size[0]), int(size[1]))
     if size not in per_model:
         try:
-            per_model[size] = trace(module, size)
-        except Exception as exc:  # noqa: BLE001 - receptive fields are an aid; a model they fail on still runs
-            log.warning("receptive fields not traced for %s: %s", type(module).__name__, exc)
-            per_model[size] = {}
+            per_model[size] = trace(meta_copy(module), size, "meta")
+        except Exception:  # noqa: BLE001 - e.g. a forward that reads values: trace the model itself
+            try:
+                per_model[size] = trace(module, size)
+            except Exception as exc:  # noqa: BLE001 - receptive fields are an aid; a model they fail on still runs
+                log.warning("receptive fields not traced for %s: %s", type(module).__name__, exc)
+                per_model[size] = {}
     return per_model[size]
 
 
