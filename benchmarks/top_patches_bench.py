@@ -16,7 +16,9 @@ photos): seeded random crops of 50-100 % of the side, half of them flipped, save
 
 Throughput is compared per image from the difference between the two counts (the fixed cost of start-up, model
 load, planning and report cancels), and also as plain whole-run ratios. Timings drift on a shared machine: each
-run records the CPU seconds other processes used meanwhile (``foreign_cpu_s``).
+run records the CPU seconds other processes used meanwhile (``foreign_cpu_s``), and the CPU seconds of the
+product and floor processes themselves are compared too (the robust figure on a busy machine). ``--together``
+runs each count's product and floor side by side (half the wall time; compare CPU seconds then).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -140,6 +143,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs=2, default=[500, 2000], metavar=("FEW", "MANY"))
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "fmi-top-patches-images")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--together", action="store_true", help="run product and floor of a count concurrently")
     parser.add_argument("--floor", nargs=2, metavar=("FOLDER", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor:
@@ -149,10 +153,26 @@ def main() -> None:
     derive(many, args.folder)
     result: dict = {"machine": machine(), "model": MODEL, "layers": LAYERS, "batch_size": BATCH, "runs": {}}
     for count in (few, many):
-        result["runs"][count] = {
-            "product": measured(lambda c=count: product(args.folder, c)),
-            "floor": measured(lambda c=count: run_floor(args.folder, c)),
-        }
+        if args.together:  # both at once: wall times share the machine, CPU seconds stay comparable
+            found: dict = {}
+            workers = [
+                threading.Thread(
+                    target=lambda c=count, found=found: found.__setitem__("product", product(args.folder, c))
+                ),
+                threading.Thread(
+                    target=lambda c=count, found=found: found.__setitem__("floor", run_floor(args.folder, c))
+                ),
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            result["runs"][count] = found
+        else:
+            result["runs"][count] = {
+                "product": measured(lambda c=count: product(args.folder, c)),
+                "floor": measured(lambda c=count: run_floor(args.folder, c)),
+            }
         print(json.dumps({count: result["runs"][count]}, indent=1), flush=True)
     a, b = result["runs"][few], result["runs"][many]
     product_per_image = (b["product"]["seconds"] - a["product"]["seconds"]) / (many - few)
@@ -162,6 +182,9 @@ def main() -> None:
         "product_s_per_image_marginal": product_per_image,
         "floor_s_per_image_marginal": floor_per_image,
         "throughput_vs_floor_marginal": floor_per_image / product_per_image,
+        "throughput_vs_floor_cpu_seconds": {
+            c: r["floor"]["cpu_s"] / r["product"]["cpu_seconds"] for c, r in result["runs"].items()
+        },
         "throughput_vs_floor_whole_run": {
             c: r["floor"]["wall_s"] / r["product"]["seconds"] for c, r in result["runs"].items()
         },
