@@ -139,7 +139,9 @@ def test_fields_are_cached_per_model_and_size_and_leave_the_model_alone():
     calls = []
     handle = model.register_forward_pre_hook(lambda m, a: calls.append(1))
     first = receptive_fields(model, (29, 29))
-    assert calls == [] and first == trace(Branchy().eval(), (29, 29))  # traced on a meta copy: no forward
+    assert calls == [] and first == trace(
+        Branchy().eval(), (29, 29)
+    )  # traced on a hook-less copy: the model is not called
     handle.remove()
     assert receptive_fields(model, (29, 29)) is first
     assert receptive_fields(model, (33, 33)) is not first

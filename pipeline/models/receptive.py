@@ -303,13 +303,10 @@ class _Done(Exception):
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def meta_copy(module: nn.Module) -> nn.Module:
-    """The model's structure with every parameter and buffer on the meta device and no hooks: tracing it costs
-    no arithmetic and never calls (or changes) the model itself."""
-    memo = {id(t): t.to("meta") for t in [*module.parameters(), *module.buffers()]}
-    for p in module.parameters():
-        memo[id(p)] = nn.Parameter(memo[id(p)], requires_grad=False)
-    copy = deepcopy(module, memo)
+def hookless_copy(module: nn.Module) -> nn.Module:
+    """The model's structure sharing its parameters and buffers (no memory), without hooks: tracing it never
+    calls the model itself (whose hooks, e.g. a user's, would see one extra forward)."""
+    copy = deepcopy(module, {id(t): t for t in [*module.parameters(), *module.buffers()]})
     for m in copy.modules():
         for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks):
             hooks.clear()
@@ -317,19 +314,16 @@ def meta_copy(module: nn.Module) -> nn.Module:
 
 
 def receptive_fields(module: nn.Module, size: tuple[int, int]) -> dict[str, ReceptiveField]:
-    """``trace`` of a meta copy (else of the model itself, one forward of a blank image), cached per (model object,
-    input size); a model neither can run gets {} and a warning."""
+    """``trace`` of a hook-less copy of the model (one forward of one blank image), cached per (model object, input
+    size); a model it cannot run on gets {} and a warning."""
     per_model = _CACHE.setdefault(module, {})
     size = (int(size[0]), int(size[1]))
     if size not in per_model:
         try:
-            per_model[size] = trace(meta_copy(module), size, "meta")
-        except Exception:  # noqa: BLE001 - e.g. a forward that reads values: trace the model itself
-            try:
-                per_model[size] = trace(module, size)
-            except Exception as exc:  # noqa: BLE001 - receptive fields are an aid; a model they fail on still runs
-                log.warning("receptive fields not traced for %s: %s", type(module).__name__, exc)
-                per_model[size] = {}
+            per_model[size] = trace(hookless_copy(module), size)
+        except Exception as exc:  # noqa: BLE001 - receptive fields are an aid; a model they fail on still runs
+            log.warning("receptive fields not traced for %s: %s", type(module).__name__, exc)
+            per_model[size] = {}
     return per_model[size]
 
 
