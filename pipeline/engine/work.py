@@ -20,6 +20,7 @@ from pipeline.engine.finish import Finish, input_side
 from pipeline.engine.shared import Batch, GraphSession, at_layer, stream
 from pipeline.methods.base import Method, ModelInfo, Needs, Output, Scope
 from pipeline.models.layers import ConvLayer
+from pipeline.models.receptive import receptive_fields
 
 Emit = Callable[[Method, list[Output]], None]
 Fail = Callable[[Method, "str | None", BaseException], None]
@@ -48,7 +49,7 @@ class BatchWork:
         layer_methods = [m for m in ordered if m.needs.activations]
         image_methods = [m for m in ordered if m.scope is Scope.IMAGE]
         needs = needs_of(self.methods)
-        layers = self.layers if layer_methods else []
+        layers = with_fields(self.module, self.layers, batch.x) if layer_methods else []
         batch.layers = list(layers)
         full = needs.logits or self.want_logits
         if needs.gradients:
@@ -103,6 +104,12 @@ class BatchWork:
             return []
         self.emit(method, outputs)
         return outputs
+
+
+def with_fields(module: torch.nn.Module, layers: list[ConvLayer], x: torch.Tensor) -> list[ConvLayer]:
+    """The layers with their receptive fields for inputs the size of ``x`` (traced once per model and size)."""
+    fields = receptive_fields(module, (int(x.shape[-2]), int(x.shape[-1])))
+    return [dataclasses.replace(layer, receptive=fields.get(layer.name)) for layer in layers]
 
 
 def layer_outputs(method: Method, module: torch.nn.Module, layers: list[ConvLayer], emit: Emit, fail: Fail) -> None:

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from pipeline.methods import base
+from pipeline.methods._crop import cropped_label, signal_box
 from pipeline.methods._rules import ACTIVATION_POLICY
 from pipeline.methods.params import changed
 from pipeline.methods.registry import register
@@ -115,13 +116,16 @@ class Params(base.SmoothingParams):
     class_index: int | None = field(default=None, metadata={"min": 0})  # target=class: null = top-1 prediction
     display: Literal["signed", "positive"] = "signed"  # gray = 0, or the positive part only
     percentile: float = field(default=99.5, metadata={"above": 0, "max": 100})  # per-tile clip of |signal|
+    crop: Literal["auto", "receptive", "none"] = "auto"  # objective=max tiles at the unit's receptive field
     tile_px: int = field(default=160, metadata={"min": 16, "max": 2048})
 
     def unused(self) -> dict[str, str]:
         moot = super().unused()
         if self.target == "class":
-            return {**moot, **changed(self, "target=class", "top_k", "channels", "objective")}
+            return {**moot, **changed(self, "target=class", "top_k", "channels", "objective", "crop")}
         moot.update(changed(self, "target=channel", "class_index"))
+        if self.objective == "sum":
+            moot.update(changed(self, "objective=sum", "crop"))
         return {**moot, **changed(self, "explicit channels", "top_k")} if self.channels else moot
 
     def spec(self) -> TargetSpec:
@@ -157,7 +161,7 @@ class Backprop(base.Method):
         targets, grad_out = channel_targets(view.activation, spec)
         grads = view.layer_input_grads(self.rule, grad_out, self.params.noise())
         what = f"{len(targets[0])} channels by max activation, objective {spec.objective}"
-        return self._outputs(view, targets, grads, what, view.layer.name)
+        return self._outputs(view, targets, grads, what, view.layer.name, view.layer.receptive)
 
     def for_batch(self, view: base.BatchView) -> list[base.Output]:
         if view.logits is None:
@@ -169,10 +173,15 @@ class Backprop(base.Method):
         what = "top-1 class" if spec.class_index is None else f"class {spec.class_index}"
         return self._outputs(view, targets, grads, what, None)
 
-    def _outputs(self, view, targets, grads: torch.Tensor, what: str, layer: str | None) -> list[base.Output]:
+    def _outputs(
+        self, view, targets, grads: torch.Tensor, what: str, layer: str | None, field_=None
+    ) -> list[base.Output]:
         p = self.params
         per_image = grads.detach().transpose(0, 1).float().cpu()  # [N, k, 3, H, W]
         header = f"{what}; display {p.display} p{p.percentile}{p.smoothing_text()}"
+        boxes = [[signal_box(field_, t.unit, p.crop) for t in row] for row in targets]
+        if any(box is not None for row in boxes for box in row):
+            header += f"; tiles cropped at the unit's {field_.text()} (crop {p.crop})"
         outputs = []
         for i, row in enumerate(targets):
             found = [t.as_dict() for t in row]
@@ -187,14 +196,19 @@ class Backprop(base.Method):
             ]
             data = per_image[i].numpy()
             tiles: list[base.Tile] = [base.ImageTile(view.sources[i], "input")]
-            tiles += [base.SignalTile(g, label, p.display, p.percentile) for g, label in zip(data, labels, strict=True)]
+            for g, label, box in zip(data, labels, boxes[i], strict=True):
+                shown = g if box is None else g[:, box[0] : box[2], box[1] : box[3]]
+                tiles.append(base.SignalTile(shown, cropped_label(label, box), p.display, p.percentile))
+            fields = {"targets": found, "input_size": list(data.shape[-2:])}
+            if any(box is not None for box in boxes[i]):
+                fields["crops"] = [None if box is None else list(box) for box in boxes[i]]
             outputs.append(
                 base.Output(
                     array=data,
                     picture=base.Picture(tiles, header, p.tile_px, p.columns, where=None if layer else "class logit"),
                     image=i,
                     layer=layer,
-                    fields={"targets": found, "input_size": list(data.shape[-2:])},
+                    fields=fields,
                 )
             )
         return outputs

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.methods import _cam, base
+from pipeline.methods._crop import cropped_label, signal_box
 from pipeline.methods._rules import ACTIVATION_POLICY
 from pipeline.methods.grad_cam import grad_cam_map
 from pipeline.methods.registry import register
@@ -20,6 +21,9 @@ from pipeline.methods.registry import register
 class Params(base.SmoothingParams, _cam.ClassParams):
     display: Literal["signed", "positive"] = "signed"  # gray = 0, or the positive part only
     percentile: float = field(default=99.5, metadata={"above": 0, "max": 100})  # per-tile clip of |signal|
+    # receptive: each tile at the receptive field of its Grad-CAM's peak unit; auto and none: the whole input
+    # (a class signal has no single unit, so auto never crops it)
+    crop: Literal["auto", "receptive", "none"] = "auto"
     tile_px: int = field(default=160, metadata={"min": 16, "max": 2048})
 
     def unused(self) -> dict[str, str]:
@@ -58,8 +62,25 @@ class GuidedGradCam(_cam.CamMethod):
             f"{p.smoothing_text()}"
         )
 
+        peaks = cams.flatten(2).argmax(-1).cpu()  # [k, N]: each class map's strongest unit
+        field_ = view.layer.receptive
+        crops: dict[tuple[int, int], tuple[int, int, int, int] | None] = {}
+        for j in range(k):
+            for i in range(n):
+                unit = divmod(int(peaks[j, i]), w)
+                crops[j, i] = signal_box(field_, unit, p.crop) if p.crop == "receptive" else None
+        if any(box is not None for box in crops.values()):
+            header += f"; tiles cropped at the {field_.text()} of each Grad-CAM's peak unit"
+
         def tile(values, target: dict, i: int) -> base.Tile:
-            return base.SignalTile(values, _cam.label(target), p.display, p.percentile)
+            box = crops[targets[i].index(target), i]
+            shown = values if box is None else values[:, box[0] : box[2], box[1] : box[3]]
+            return base.SignalTile(shown, cropped_label(_cam.label(target), box), p.display, p.percentile)
 
         fields = {"map_size": [h, w], "input_size": [height, width]}
-        return _cam.class_outputs(view, p, signal, targets, tile, header, fields)
+        outputs = _cam.class_outputs(view, p, signal, targets, tile, header, fields)
+        for i, out in enumerate(outputs):
+            boxes = [crops[j, i] for j in range(k)]
+            if any(box is not None for box in boxes):
+                out.fields = {**out.fields, "crops": [None if b is None else list(b) for b in boxes]}
+        return outputs

@@ -1,7 +1,7 @@
 """``overview``: one model's whole depth for one image, from input to output, from the same shared pass.
 
 Per (model, image): a tall PNG with one row per conv layer (at most ``max_rows``, spread evenly in depth, always
-the first and the last), each row the layer's name, output shape and stride and its ``per_row`` strongest
+the first and the last), each row the layer's name, output shape, receptive field and stride and its ``per_row`` strongest
 maps at one tile size, plus the layer's top guided-backprop tile and top Grad-CAM overlay when those methods
 ran; an animated GIF with one frame per requested layer; a plot of statistics against depth. Only small tiles
 and a few numbers are kept per layer, never the activations, so memory stays flat however deep the model.
@@ -182,13 +182,17 @@ class Overview(base.Method):
             found = next((o for o in view.outputs.get(method, []) if o.image == i), None)
             tile = next((t for t in found.picture.tiles if isinstance(t, kind)), None) if found else None
             name = tile.label.split(" · ")[0] if tile is not None else ""
+            if tile is not None and tile.label.endswith("cropped"):  # backprop's crop rule already applied
+                name += " · cropped"
             if isinstance(tile, base.SignalTile):
                 small = shrink_peaks(torch.from_numpy(np.ascontiguousarray(tile.values)), p.tile_px)
                 tiles.append(base.SignalTile(small, name, tile.display, tile.percentile))
             elif isinstance(tile, base.OverlayTile):
                 tiles.append(base.OverlayTile(tile.values, source, name, tile.cmap, tile.alpha, 0.0))
         c, h, w = shape
-        title = [f"#{layer.index} {layer.name}", f"{c}×{h}×{w}, stride {stride}", layer.describe().split(",")[0]]
+        field_ = layer.receptive
+        where = field_.text() if field_ is not None else f"stride {stride}"
+        title = [f"#{layer.index} {layer.name}", f"{c}×{h}×{w}, {layer.describe().split(',')[0]}", where]
         return base.Row(title, tiles)
 
     def for_batch(self, view: base.BatchView) -> list[base.Output]:

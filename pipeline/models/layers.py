@@ -3,11 +3,44 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
 from pipeline.errors import UserError, closest
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Where each unit of a conv layer's output looks in the input (of ``input_size``), in input pixels.
+
+    ``rows[y]`` and ``cols[x]`` are the first and last input row / column (inclusive, clipped to the image)
+    that unit (y, x) depends on; ``extent`` is the unclipped side of an interior unit's field and ``stride``
+    the input pixels between neighbouring units. ``global_context``: the units also read a global summary of
+    the whole input (e.g. squeeze-excitation), which no box shows."""
+
+    input_size: tuple[int, int]
+    rows: tuple[tuple[int, int], ...]
+    cols: tuple[tuple[int, int], ...]
+    extent: tuple[int, int]
+    stride: tuple[float, float]
+    global_context: bool = False
+
+    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of unit (y, x)'s field, bottom and right exclusive (numpy slicing)."""
+        (top, bottom), (left, right) = self.rows[y], self.cols[x]
+        return top, left, bottom + 1, right + 1
+
+    def text(self) -> str:
+        """E.g. "RF 35 px, stride 8" (the interior unit's side; "+ global" when SE-style context is read)."""
+        (eh, ew), (sh, sw) = self.extent, self.stride
+        side = f"{eh}" if eh == ew else f"{eh}×{ew}"
+        step = _num(sh) if sh == sw else f"{_num(sh)}×{_num(sw)}"
+        return f"RF {side} px, stride {step}" + (" + global" if self.global_context else "")
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
 
 
 @dataclass(frozen=True)
@@ -21,6 +54,8 @@ class ConvLayer:
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
     groups: int
+    # where each unit looks in the input, when the engine traced it for the input size in use
+    receptive: ReceptiveField | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         kh, kw = self.kernel_size
