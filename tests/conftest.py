@@ -56,6 +56,15 @@ def seeded():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def fresh_job():
+    """Every test starts as a new job of this process would: a job refused from another run's folder in an earlier
+    test must not keep a later test's job-end hooks from writing into their own folder."""
+    from pipeline.status import new_job
+
+    new_job()
+
+
 @pytest.fixture
 def compose_cfg():
     """Compose the real config with overrides, as Hydra would for `python run.py ...`."""

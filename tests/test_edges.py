@@ -381,8 +381,8 @@ def test_bad_values_that_reached_the_work_are_refused_at_the_door(compose_cfg, t
     )
     make_plan(settings_from(compose_cfg(["models=[resnet18]", "weights=none", "feature_maps.channels=[-64,63]"])))
 
-    with pytest.raises(UserError, match=r"^feature_viz.steps: 'feature_viz' is neither a setting nor an installed"):
-        check_keys(["feature_viz.steps=8"])
+    with pytest.raises(UserError, match=r"^feature_vis.steps: 'feature_vis' is neither a setting nor an installed"):
+        check_keys(["feature_vis.steps=8"])
     with pytest.raises(UserError, match=r"Closest valid: grad_cam"):
         check_keys(["grad_cma.top_k=2"])
     with pytest.raises(UserError, match=r"^grad_cam.topk: grad_cam has no parameter 'topk'.*Closest valid: top_k\.$"):
@@ -399,10 +399,10 @@ def test_bad_values_that_reached_the_work_are_refused_at_the_door(compose_cfg, t
 
 @pytest.mark.slow
 def test_the_cli_refuses_an_unknown_key_in_one_line_before_hydra_runs(tmp_path):
-    proc = cli(["models=[resnet18]", "weights=none", "feature_viz.steps=8"], tmp_path)
+    proc = cli(["models=[resnet18]", "weights=none", "feature_vis.steps=8"], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     told = said(proc.stderr)
-    assert len(told) == 1 and told[0].startswith("error: feature_viz.steps: 'feature_viz' is neither a setting"), told
+    assert len(told) == 1 and told[0].startswith("error: feature_vis.steps: 'feature_vis' is neither a setting"), told
     assert not (tmp_path / "outputs").exists()  # refused before any folder was made
 
 
