@@ -8,7 +8,7 @@ once it is.
 
 from __future__ import annotations
 
-from pipeline.report import layout
+from pipeline.report import layout, scores
 from pipeline.report.markup import document, esc, filter_box, href, key, predictions
 from pipeline.report.summary import JobSummary, distinct_overrides
 
@@ -122,6 +122,7 @@ def render_model_page(title: str, model: str, summaries: list[JobSummary], label
     distinct = distinct_overrides(summaries)
     body = (
         leads_section(model, mine, labels)
+        + scores.section(model, [s.models[model].scores for s in mine])
         + (f'<section id="predictions">{table}</section>' if table else "")
         + "".join(job_section(model, s, labels.get(s.rel, s.label), distinct[s.rel]) for s in mine)
     )
