@@ -22,6 +22,7 @@ from pipeline.methods._rules import PLAIN, RuleBox, backward_rules
 from pipeline.methods.base import ModelInfo, Noise
 from pipeline.models.capture import run_capturing
 from pipeline.models.layers import ConvLayer
+from pipeline.status import raise_if_stopped
 
 # How the k targets of one backward request run: ``loop`` makes k backward calls, each batched over the images;
 # ``vmap`` makes one ``is_grads_batched`` call (measured slower on CPU; see the README).
@@ -118,6 +119,7 @@ class Batch:
     runner: Callable | None = field(default=None, repr=False)  # BatchWork's rerun, bound to this pass
 
     def logits_of(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise_if_stopped()  # a place a long scoring loop stops at
         with torch.inference_mode():
             return self.module(inputs.to(self.x.device, self.x.dtype))
 
