@@ -333,6 +333,11 @@ class Method:
     def needs(self) -> Needs:
         return Needs(activations=True)
 
+    def cost(self) -> float:
+        """What one artefact costs beyond the shared forward, in backward passes of its batch (weighs the progress
+        bar only; a guess is fine)."""
+        return 1.0 if self.needs.gradients else 0.0
+
     def image_stem(self) -> str:
         """The file-name stem of a per-image artefact (``<stem>__<image>.png``)."""
         return "class"

@@ -90,6 +90,10 @@ class Sanity(base.Method):
     def image_stem(self) -> str:
         return "sanity"
 
+    def cost(self) -> float:
+        """A guess for the progress bar: four attribution maps made again at each of 6 (blocks) or ~100 stages."""
+        return 4.0 * (6 if self.params.stages == "blocks" else 100)
+
     def edit(self, model: nn.Module, plan_sizes: list[int]) -> Iterator[str]:
         """Re-initialise ``model`` stage by stage (yielding each stage's label); ``plan_sizes`` gets the module
         count of every stage before the first yield."""
