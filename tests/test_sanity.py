@@ -204,3 +204,29 @@ def test_bad_values_are_refused_naming_the_key():
         Sanity(stages="blockz")
     with pytest.raises(UserError, match=r"sanity\.seed"):
         Sanity(seed=-1)
+
+
+def test_the_report_tabulates_the_scores_of_the_manifest():
+    from pipeline.output.record import Record
+    from pipeline.report.scores import section
+    from pipeline.report.summary import scored
+
+    def record(method: str, image: str, rows: list) -> Record:
+        return Record(
+            model="m", weights="w", random_weights=False, layer=None, layer_index=None, method=method,
+            image=image, image_label=image, image_name=image, params={}, model_kwargs={}, png=f"{method}_{image}.png",
+            extra={"scores": rows}, attached={"curves": f"{method}_{image}.curves.png"}, status="ok",
+        )  # fmt: skip
+
+    records = [
+        record("sanity", "a", [{"method": "gradient", "layer": None, "final": {"spearman_abs": 0.1, "ssim": 0.3}}]),
+        record("sanity", "b", [{"method": "gradient", "layer": None, "final": {"spearman_abs": 0.3, "ssim": None}}]),
+        record("faithfulness", "a", [{"method": "gradient", "layer": None, "deletion_auc": 0.9, "insertion_auc": 0.9}]),
+    ]
+    html = section("m", [scored(records)])
+    row = html.split("<th>gradient</th>")[1].split("</tr>")[0]
+    cells = row.split("<td")[1:]
+    assert [c.split(">")[1].split("<")[0] for c in cells] == ["0.200", "0.300", "0.900", "0.900"]  # means over images
+    assert "hsl(96," in cells[0] and "hsl(12," in cells[2] and "hsl(108," in cells[3]  # green is good, red is bad
+    assert "faithfulness_a.curves.png" in html
+    assert section("m", [scored(records[:0])]) == ""
