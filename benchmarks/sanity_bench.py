@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 QUANTUS_PYTHON = Path("/work/benchvenv-quantus/bin/python")
 
 
-def explain(model, inputs, targets):
+def explain(model, inputs, targets, **_):
     """Plain gradient of the target logit, summed over colour: [B, 1, H, W] numpy (Quantus's explain_func)."""
     import numpy as np
     import torch
@@ -66,7 +66,13 @@ def quantus_side(folder: Path, step: int) -> None:
         features_in_step=3 * step, perturb_baseline=0.0, abs=False, normalise=False, disable_warnings=True
     )
     curves = flipping(
-        model=model, x_batch=x, y_batch=y, a_batch=maps[:, None], device="cpu", softmax=True, batch_size=len(x)
+        model=model,
+        x_batch=x,
+        y_batch=y,
+        a_batch=np.broadcast_to(maps[:, None], x.shape).copy(),
+        device="cpu",
+        softmax=True,
+        batch_size=len(x),
     )
     flip_s = time.perf_counter() - started
     out = {"mprt": {k: [float(v) for v in vals] for k, vals in found.items()}, "mprt_s": mprt_s}
@@ -132,6 +138,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--step", type=int, default=1792, help="pixels per step (Quantus: 3× features)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--work", type=Path, help="keep the product's side here and reuse it on a rerun")
     parser.add_argument("--quantus-side", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quantus_side:
@@ -140,8 +147,15 @@ def main() -> None:
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        ours = product_side(folder, args.images, args.step)
+        folder = args.work or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / f"product_{args.images}_{args.step}.json"
+        if kept.exists():
+            ours = json.loads(kept.read_text())
+        else:
+            ours = product_side(folder, args.images, args.step)
+            kept.write_text(json.dumps({**ours, "deletion": [c.tolist() for c in ours["deletion"]]}))
+        print("product:", {k: v for k, v in ours.items() if k.endswith("_s")}, flush=True)
         command = [str(QUANTUS_PYTHON), __file__, "--quantus-side", str(folder), "--step", str(args.step)]
         subprocess.run(command, check=True)
         theirs = json.loads((folder / "quantus.json").read_text())
