@@ -160,3 +160,15 @@ def auto_batch(mp, budget: int | float, device: str, keeps_graph: bool, images: 
         limit / 2**30,
     )
     return batch
+
+
+def inference_chunk(mp, budget: int | float, device: str, fallback: int = 16) -> int:
+    """Inputs per inference forward within ``budget``, for methods that score many perturbed copies of an image
+    (at most ``MAX_BATCH``; ``fallback`` when the model cannot run on the meta device)."""
+    try:
+        found, weights = model_footprint(mp)
+    except Exception:  # noqa: BLE001 - a user's model that cannot run on meta: a safe, fixed size
+        return fallback
+    left = budget_bytes(budget, device) - 2 * weights - RUNTIME_BYTES
+    per_input = found.per_image(False)
+    return int(max(1, min(MAX_BATCH, left // per_input if per_input > 0 else MAX_BATCH)))

@@ -20,7 +20,7 @@ import torch
 from pipeline.config import Settings
 from pipeline.engine.finish import Finish, input_side
 from pipeline.engine.inputs import fit_input
-from pipeline.engine.memory import auto_batch
+from pipeline.engine.memory import auto_batch, inference_chunk
 from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
 from pipeline.engine.work import BatchWork, layer_outputs, needs_of
@@ -114,6 +114,7 @@ class ModelRun:
     loaded: LoadedModel | None = None  # held while this model works, released after (a sweep keeps every ModelRun)
     transform_input: bool | None = None  # googlenet / inception_v3: how the loaded model transforms its input
     batch_size: int | None = None  # images per pass (decided here when batch_size is auto)
+    chunk: int | None = None  # inputs per inference forward for methods that read others' outputs
 
     def __post_init__(self) -> None:
         self.methods = {m.name: m for m in self.plan.methods}
@@ -347,12 +348,14 @@ class ModelRun:
             strategy=self.settings.backward_strategy,
             states=self.states,
         )
+        batch = None
         try:
             labels = [self.plan.labels[i] for i in images]
-            logits = work.run(Batch(info, x, sources, labels, seed=self.settings.seed))
+            batch = Batch(info, x, sources, labels, seed=self.settings.seed, chunk=self._chunk())
+            logits = work.run(batch)
             self.predictions(logits, images)
         except Exception as exc:  # noqa: BLE001 - fail what is left of this batch, keep the rest of the run
-            del x, work
+            del x, work, batch
             if out_of_memory(exc) and len(kept) > 1:
                 self.states.clear()
                 self.states.update(gathered)  # the halves gather this batch again
@@ -372,6 +375,14 @@ class ModelRun:
             error = error_text(exc)
             log.error("%s: batch of %d image(s) failed: %s", self.mp.name, len(kept), error)
             self.fail_keys(self.plan.artefacts(self.mp, images), error)
+
+    def _chunk(self) -> int:
+        """Inputs per inference forward within memory_budget, estimated once when a method reads other outputs."""
+        if self.chunk is None:
+            readers = any(m.reads_outputs for m in self.plan.image_methods())
+            budget, device = self.settings.memory_budget, self.settings.device
+            self.chunk = inference_chunk(self.mp, budget, device) if readers else 32
+        return self.chunk
 
     def predictions(self, logits: torch.Tensor | None, images: list[Path]) -> None:
         """Top-5 ImageNet classes per image, for models whose logits are ImageNet's classes."""

@@ -2,7 +2,7 @@
 
 A run's time goes into forwards (one per image of each batch), backwards (one set per artefact of a method
 that needs gradients) and pictures (one per artefact written). The costs come from what a method declares
-(``needs``), never from its name.
+(``needs``, ``cost``), never from its name.
 
 The engine and the render threads only add to counters; one thread of the bar's own draws it twice a second.
 So no other thread ever waits on tqdm's lock, and a stop signal's exception in the main thread can never
@@ -32,7 +32,7 @@ class _Bar(tqdm):
 
 def compute_cost(method: Method) -> int:
     """What making one artefact of ``method`` costs before its picture, beyond the shared forward."""
-    return BACKWARD if method.needs.gradients else 0
+    return round(BACKWARD * method.cost())
 
 
 class Progress:

@@ -11,7 +11,7 @@ Two kinds, picked from what the batch's methods need:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ from pipeline.methods._rules import PLAIN, RuleBox, backward_rules
 from pipeline.methods.base import ModelInfo, Noise
 from pipeline.models.capture import run_capturing
 from pipeline.models.layers import ConvLayer
+from pipeline.status import raise_if_stopped
 
 # How the k targets of one backward request run: ``loop`` makes k backward calls, each batched over the images;
 # ``vmap`` makes one ``is_grads_batched`` call (measured slower on CPU; see the README).
@@ -111,6 +112,21 @@ class Batch:
     layers: list[ConvLayer] = field(default_factory=list)
     scratch: dict = field(default_factory=dict, repr=False)
     cache: dict = field(default_factory=dict, repr=False)
+    methods: list = field(default_factory=list, repr=False)
+    explain: torch.Tensor | None = None
+    chunk: int = 32
+    module: nn.Module | None = field(default=None, repr=False)
+    runner: Callable | None = field(default=None, repr=False)  # BatchWork's rerun, bound to this pass
+
+    def logits_of(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise_if_stopped()  # a place a long scoring loop stops at
+        with torch.inference_mode():
+            return self.module(inputs.to(self.x.device, self.x.dtype))
+
+    def rerun(self, methods: list, layers: list[ConvLayer], edit: Callable | None = None) -> Iterator:
+        if self.runner is None:
+            raise RuntimeError("this pass cannot run methods again")
+        return self.runner(self, methods, layers, edit)
 
     def _session(self) -> GraphSession:
         if self.session is None:

@@ -7,10 +7,11 @@ artefacts for this layer and batch), and the others carry on.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ from pipeline.engine.shared import Batch, GraphSession, at_layer, stream
 from pipeline.methods.base import Method, ModelInfo, Needs, Output, Scope
 from pipeline.models.layers import ConvLayer
 from pipeline.models.receptive import receptive_fields
+from pipeline.status import raise_if_stopped
 
 Emit = Callable[[Method, list[Output]], None]
 Fail = Callable[[Method, "str | None", BaseException], None]
@@ -50,7 +52,8 @@ class BatchWork:
         image_methods = [m for m in ordered if m.scope is Scope.IMAGE]
         needs = needs_of(self.methods)
         layers = with_fields(self.module, self.layers, batch.x) if layer_methods else []
-        batch.layers = list(layers)
+        batch.layers, batch.methods, batch.module = list(layers), list(self.methods), self.module
+        batch.runner = self._rerun
         full = needs.logits or self.want_logits
         if needs.gradients:
             with GraphSession(self.module, batch.x, [layer.name for layer in layers], full, self.strategy) as session:
@@ -71,6 +74,43 @@ class BatchWork:
         )
         self._image(batch, image_methods)
         return batch.logits
+
+    def _rerun(
+        self, batch: Batch, methods: list[Method], layers: list[ConvLayer], edit: Callable | None
+    ) -> Iterator[tuple[str, list[tuple[Method, Output]]]]:
+        """``BatchView.rerun``: the original pass's outputs are made once per batch and shared by every caller."""
+        if batch.logits is None:
+            raise RuntimeError("running methods again needs the logits: the method must declare needs.logits")
+        classes = batch.logits.detach().argmax(1)
+        if edit is None:
+            key = ("rerun", tuple((m.name, m.params) for m in methods), tuple(layer.name for layer in layers))
+            if key not in batch.cache:
+                batch.cache[key] = self._run_on(self.module, batch, methods, layers, classes)
+            yield "original", batch.cache[key]
+            return
+        changed = copy.deepcopy(self.module)  # the one copy; the model itself is never touched
+        try:
+            for label in edit(changed):
+                raise_if_stopped()
+                yield label, self._run_on(changed, batch, methods, layers, classes)
+        finally:
+            del changed
+
+    def _run_on(
+        self, module: torch.nn.Module, batch: Batch, methods: list[Method], layers: list[ConvLayer], classes
+    ) -> list[tuple[Method, Output]]:
+        made: list[tuple[Method, Output]] = []
+
+        def fail(method: Method, layer: str | None, exc: BaseException) -> None:
+            raise exc
+
+        def emit(method: Method, outputs: list[Output]) -> None:
+            made.extend((method, output) for output in outputs)
+
+        fresh = Batch(batch.model, batch.x, batch.sources, batch.labels, seed=batch.seed, chunk=batch.chunk)
+        fresh.explain = classes
+        BatchWork(module, layers, methods, emit, fail, strategy=self.strategy).run(fresh)
+        return made
 
     def _layer(self, batch: Batch, layer: ConvLayer, activation: torch.Tensor, methods: list[Method]) -> None:
         view = at_layer(batch, layer, activation)

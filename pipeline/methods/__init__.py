@@ -7,6 +7,7 @@ listed); any other module dropped into this package is found too (``registry.dis
 
 from pipeline.methods import (  # noqa: F401 - registers the built-in methods
     backprop,
+    faithfulness,
     feature_maps,
     feature_viz,
     filters,
@@ -15,6 +16,7 @@ from pipeline.methods import (  # noqa: F401 - registers the built-in methods
     guided_grad_cam,
     layer_cam,
     overview,
+    sanity,
 )
 from pipeline.methods._rules import ACTIVATION_POLICY
 from pipeline.methods.backprop import TargetSpec

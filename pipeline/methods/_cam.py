@@ -8,6 +8,7 @@ engine's shared forward.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +45,13 @@ def class_choice(logits: torch.Tensor, top_k: int, class_index: tuple[int, ...] 
             raise ValueError(f"class_index {bad} out of range for {classes} classes")
         return torch.tensor(class_index, device=logits.device).unsqueeze(1).expand(-1, n)
     return torch.topk(logits, min(top_k, classes), dim=1).indices.T
+
+
+def classes_for(view: base.BatchView, params: ClassParams) -> torch.Tensor:
+    """Classes [k, N] to explain: the pass's ``explain`` (one per image) when set, else the parameters' choice."""
+    if view.explain is not None:
+        return view.explain.to(view.logits.device)[None]
+    return class_choice(view.logits, params.top_k, params.class_index)
 
 
 def class_targets(view: base.BatchView, classes: torch.Tensor) -> list[list[dict]]:
@@ -103,6 +111,9 @@ class CamMethod(base.Method):
         if bad:
             raise ValueError(f"class_index {bad} is out of range for {model.name}, which has {classes} classes")
 
+    def as_attribution(self) -> base.Method:
+        return type(self)(dataclasses.replace(self.params, top_k=1, class_index=None))
+
     def cam(self, activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """The map [N, h, w] from activation A and gradients g, both [N, C, h, w]."""
         raise NotImplementedError
@@ -115,7 +126,7 @@ class CamMethod(base.Method):
 
     def for_layer_batch(self, view: base.LayerView) -> list[base.Output]:
         p = self.params
-        classes = class_choice(view.logits, p.top_k, p.class_index)
+        classes = classes_for(view, p)
         maps = self.maps(view, classes).cpu()  # [k, N, h, w]
         targets = class_targets(view, classes)
         h, w = maps.shape[-2:]

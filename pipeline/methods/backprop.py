@@ -7,6 +7,7 @@ class target is backpropagated from the logits once per image batch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -94,11 +95,16 @@ def channel_targets(activation: torch.Tensor, spec: TargetSpec) -> tuple[list[li
     return targets, grad_out.view(k, n, c, h, w)
 
 
-def class_targets(logits: torch.Tensor, spec: TargetSpec) -> tuple[list[list[Target]], torch.Tensor]:
-    """One class target per image (its top-1 class or ``class_index``) and grad_outputs [1, N, classes]."""
+def class_targets(
+    logits: torch.Tensor, spec: TargetSpec, explain: torch.Tensor | None = None
+) -> tuple[list[list[Target]], torch.Tensor]:
+    """One class target per image (``explain`` [N] when given, else its top-1 class or ``class_index``) and
+    grad_outputs [1, N, classes]."""
     logits = logits.detach()
     n, classes = logits.shape
     index = [spec.class_index] * n if spec.class_index is not None else logits.argmax(1).tolist()
+    if explain is not None:
+        index = [int(c) for c in explain.tolist()]
     if any(not 0 <= i < classes for i in index):
         raise ValueError(f"class_index {spec.class_index} out of range for {classes} classes")
     grad_out = torch.zeros((1, n, classes), dtype=logits.dtype, device=logits.device)
@@ -156,6 +162,9 @@ class Backprop(base.Method):
     def manifest_params(self) -> dict:
         return {**super().manifest_params(), "activation_policy": ACTIVATION_POLICY}
 
+    def as_attribution(self) -> base.Method:
+        return type(self)(dataclasses.replace(self.params, target="class", class_index=None))
+
     def for_layer_batch(self, view: base.LayerView) -> list[base.Output]:
         spec = self.params.spec()
         targets, grad_out = channel_targets(view.activation, spec)
@@ -167,7 +176,7 @@ class Backprop(base.Method):
         if view.logits is None:
             raise ValueError("class targets need the logits")
         spec = self.params.spec()
-        targets, grad_out = class_targets(view.logits, spec)
+        targets, grad_out = class_targets(view.logits, spec, view.explain)
         classes = grad_out.argmax(-1)  # [1, N]: each image's target class
         grads = view.class_input_grads(self.rule, classes, self.params.noise())
         what = "top-1 class" if spec.class_index is None else f"class {spec.class_index}"

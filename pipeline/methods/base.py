@@ -9,7 +9,7 @@ view of the shared pass into ``Output``s. The engine owns the forward pass, the 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -138,6 +138,20 @@ class RowsPicture:
 
 
 @dataclass(frozen=True)
+class LinePlot:
+    """Named series in panels (a title and its series each): against ``x`` (with ``ticks`` as its labels when
+    given), or, with ``x`` None, each series spread evenly over [0, 1] (a curve's fraction of pixels)."""
+
+    title: str
+    panels: Sequence[tuple[str, dict[str, Sequence[float]]]]
+    x: Sequence[float] | None = None
+    xlabel: str = ""
+    ticks: Sequence[str] = ()
+    ylim: tuple[float, float] | None = None
+    suffix: str = "plot.png"  # the file's suffix beside the artefact's PNG
+
+
+@dataclass(frozen=True)
 class Animation:
     """Frames (each a small Picture whose header is its caption) shown ``seconds`` apart, looping."""
 
@@ -172,7 +186,7 @@ class Output:
     layer: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, Animation | DepthPlot] = field(default_factory=dict)
+    files: dict[str, Animation | DepthPlot | LinePlot] = field(default_factory=dict)
 
 
 # --- what the shared pass hands a method ---------------------------------------------------------------------------
@@ -225,6 +239,27 @@ class BatchView(Protocol):
     def class_layer_grads(self, classes: torch.Tensor) -> dict[str, torch.Tensor]:
         """∂y_c/∂A for the logit ``classes`` [N] of each image, at every requested layer [N, C, h, w], from one
         backward under the plain gradient rule."""
+        ...
+
+    # for methods that judge other methods' maps (``reads_outputs``)
+    methods: list[Method]  # the methods this batch runs
+    explain: torch.Tensor | None  # [N]: classes a class-targeted method must explain instead of its own choice
+    chunk: int  # inputs per inference forward that fit the run's memory budget
+
+    def logits_of(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The model's logits [n, classes] of preprocessed ``inputs`` [n, 3, H, W] (one inference forward)."""
+        ...
+
+    def rerun(
+        self,
+        methods: list[Method],
+        layers: list[ConvLayer],
+        edit: Callable[[torch.nn.Module], Iterator[str]] | None = None,
+    ) -> Iterator[tuple[str, list[tuple[Method, Output]]]]:
+        """Run ``methods`` on this batch's images at ``layers``, explaining each image's top-1 class of this pass,
+        through the same shared pass as a sweep: on the model itself (one ``("original", outputs)``), or on one
+        deep copy of it that ``edit`` changes step by step, yielding a label after each step; the methods run
+        after each step. The model itself is never changed; only one copy exists at a time."""
         ...
 
 
@@ -327,6 +362,11 @@ class Method:
     def needs(self) -> Needs:
         return Needs(activations=True)
 
+    def cost(self) -> float:
+        """What one artefact costs beyond the shared forward, in backward passes of its batch (weighs the progress
+        bar only; a guess is fine)."""
+        return 1.0 if self.needs.gradients else 0.0
+
     def image_stem(self) -> str:
         """The file-name stem of a per-image artefact (``<stem>__<image>.png``)."""
         return "class"
@@ -339,6 +379,17 @@ class Method:
         from dataclasses import asdict
 
         return asdict(self.params)
+
+    def as_attribution(self) -> Method | None:
+        """This method set to explain one class per image (the pass's top-1, or ``BatchView.explain``) in one map
+        per image (and layer), for the methods that judge attributions; None when it is not an attribution."""
+        return None
+
+    def saliency(self, output: Output) -> np.ndarray:
+        """The 2-d map [h, w] of an attribution output's first target: a [3, H, W] input-space signal summed over
+        colour (signed), or the map itself."""
+        first = np.asarray(output.array[0], dtype=np.float32)
+        return first.sum(0) if first.ndim == 3 else first
 
     def for_layer(self, layer: ConvLayer, weight: torch.Tensor) -> Output:
         raise NotImplementedError

@@ -47,7 +47,7 @@ class GuidedGradCam(_cam.CamMethod):
 
     def for_layer_batch(self, view: base.LayerView) -> list[base.Output]:
         p = self.params
-        classes = _cam.class_choice(view.logits, p.top_k, p.class_index)  # [k, N]
+        classes = _cam.classes_for(view, p)  # [k, N]
         cams = self.maps(view, classes)  # [k, N, h, w]
         guided = view.class_input_grads("guided", classes, p.noise()).float()  # [k, N, 3, H, W]
         k, n, _, height, width = guided.shape

@@ -9,7 +9,7 @@ fragment (``#job=j-0&layer=features.3.0&image=chelsea``; ``#j-0`` alone picks a 
 
 from __future__ import annotations
 
-from pipeline.report import layout
+from pipeline.report import layout, scores
 from pipeline.report.markup import document, esc, href, predictions
 from pipeline.report.summary import JobSummary, real_layers, runs
 
@@ -194,7 +194,7 @@ def render_model_page(title: str, model: str, summaries: list[JobSummary], label
         + "</section>"
         + (f'<section id="predictions"><h2>Top-5 predictions per image</h2>{table}</section>' if table else "")
         + leads_section(model, mine, labels)
-        # the sanity/faithfulness score table (pipeline/report/scores.py) goes here, as its own section
+        + scores.section(model, [s.models[model].scores for s in mine])
         + FULL
     )
     return document(f"{model}: Filter-Map-Insights report {title}", header, body, SCRIPT)

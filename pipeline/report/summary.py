@@ -26,6 +26,13 @@ MAX_FAILURES = 20  # failed artefacts listed per job in its summary (the model p
 CLASS_TARGET = "class logit"  # what the report calls an artefact with no layer
 LEADS = ("overview",)  # methods whose pictures open a model's page and stand for it in the index
 LEAD_GROUP = "overview, input to output"
+# the scores a model page tabulates: (row key, heading, what a good value is: "low" or "high")
+SCORE_COLUMNS = (
+    ("spearman_abs", "Spearman |map| at full randomisation", "low"),
+    ("ssim", "SSIM at full randomisation", "low"),
+    ("deletion_auc", "deletion AUC", "low"),
+    ("insertion_auc", "insertion AUC", "high"),
+)
 
 
 @dataclass
@@ -41,6 +48,7 @@ class ModelPart:
     preview: dict[str, str] | None = None  # {"src": thumbnail or PNG, "href": PNG, "alt": text}
     leads: list[dict[str, Any]] = field(default_factory=list)  # pictures that open the model's page (overviews)
     depth: dict[str, Any] = field(default_factory=dict)  # first-layer filters and maps at relative depths
+    scores: list[dict[str, Any]] = field(default_factory=list)  # scored artefacts (sanity, faithfulness): ``scored``
 
     @property
     def count(self) -> int:
@@ -191,6 +199,33 @@ def preview(records: list[Record]) -> dict[str, str] | None:
     return {"src": first.png, "href": first.png, "alt": alt, "what": f"{first.method}, {layer_name(first)}"}
 
 
+def scored(records: list[Record]) -> list[dict[str, Any]]:
+    """What the table needs of a model's records: per scored artefact its pictures and one number per map and
+    column (a sanity row's last stage; a faithfulness row's AUCs)."""
+    found = []
+    for r in records:
+        rows = r.extra.get("scores") if r.ok else None
+        if not isinstance(rows, list) or not r.png:
+            continue
+        values = []
+        for row in rows:
+            final = row.get("final") or {}
+            numbers = {k: final[k] if k in final else row.get(k) for k, _, _ in SCORE_COLUMNS}
+            numbers = {k: v for k, v in numbers.items() if isinstance(v, (int, float))}
+            values.append({"method": row.get("method"), "layer": row.get("layer"), **numbers})
+        found.append(
+            {
+                "method": r.method,
+                "image": r.image_label or "",
+                "png": r.png,
+                "thumb": r.thumb or r.png,
+                "files": dict(r.attached),
+                "rows": values,
+            }
+        )
+    return found
+
+
 def _model_part(records: list[Record], root: Path | None = None, font_px: int = 12) -> ModelPart:
     ok = sum(r.ok for r in records)
     return ModelPart(
@@ -203,6 +238,7 @@ def _model_part(records: list[Record], root: Path | None = None, font_px: int = 
         preview=preview(records),
         leads=leads(records),
         depth=depth(records, root, font_px),
+        scores=scored(records),
     )
 
 
