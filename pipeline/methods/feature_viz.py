@@ -15,6 +15,7 @@ import torch
 
 from pipeline.methods import _optvis as ov
 from pipeline.methods import base
+from pipeline.methods._channels import select_channels
 from pipeline.methods.params import changed
 from pipeline.methods.registry import register
 
@@ -53,14 +54,16 @@ def key_params(p: Params) -> tuple:
 
 
 def choose(p: Params, out_channels: int, state: dict) -> tuple[list[int], str]:
-    """The channels to show at a layer and how they were picked (``list``, ``active`` or ``first``)."""
+    """The channels to show at a layer (the rule ``top_patches`` uses too) and how they were picked (``list``,
+    ``active`` or ``first``)."""
     if p.channels is not None:
         return [c for c in dict.fromkeys(p.channels) if c < out_channels], "list"
-    select = p.select if p.select != "auto" else ("active" if state else "first")
-    n = min(p.max_channels, out_channels)
-    if select == "active" and state:
-        return [int(c) for c in np.argsort(-state["mean"] / state["count"], kind="stable")[:n]], select
-    return list(range(n)), "first" if select == "first" else "active (no images: first)"
+    mean = torch.as_tensor(state["mean"] / state["count"]) if state else None
+    rule = p.select if mean is not None else "first"
+    picked = select_channels(mean, None, p.max_channels, rule, count=out_channels)
+    if p.select == "active" and mean is None:
+        return picked, "active (no images: first)"
+    return picked, "first" if rule == "first" else "active"
 
 
 def objective_values(feats: dict[str, torch.Tensor], samples: list[Sample], objective: str) -> torch.Tensor:
