@@ -223,7 +223,9 @@ def test_the_report_tabulates_the_scores_of_the_manifest():
         record("sanity", "b", [{"method": "gradient", "layer": None, "final": {"spearman_abs": 0.3, "ssim": None}}]),
         record("faithfulness", "a", [{"method": "gradient", "layer": None, "deletion_auc": 0.9, "insertion_auc": 0.9}]),
     ]
-    html = section("m", [scored(records)])
+    ranking = record("feature_maps", "a", [3.5, 2.0])  # another method's "scores": a channel ranking, no table
+    assert scored([ranking]) == []
+    html = section("m", [scored([*records, ranking])])
     row = html.split("<th>gradient</th>")[1].split("</tr>")[0]
     cells = row.split("<td")[1:]
     assert [c.split(">")[1].split("<")[0] for c in cells] == ["0.200", "0.300", "0.900", "0.900"]  # means over images

@@ -205,7 +205,8 @@ def scored(records: list[Record]) -> list[dict[str, Any]]:
     found = []
     for r in records:
         rows = r.extra.get("scores") if r.ok else None
-        if not isinstance(rows, list) or not r.png:
+        # a score table's rows are dicts; other methods' "scores" (feature_maps' channel ranking) are numbers
+        if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows) or not r.png:
             continue
         values = []
         for row in rows:
