@@ -2,9 +2,9 @@
 
     python docs/make_pictures.py        # from the repository root, with the project's virtualenv
 
-The Quickstart installs requirements.txt only, so its ``images: [samples]`` is matplotlib's grace_hopper.jpg
-alone; this script passes that photo explicitly, so it gives the same pictures in a virtualenv that also has the
-test requirements (whose scikit-image adds two more sample photos). Everything else is the default job.
+The default job's ``images: [samples]`` are matplotlib's grace_hopper.jpg and scikit-image's chelsea and coffee;
+the README shows grace_hopper's pictures, so this script passes that photo alone (the same pictures, up to the float
+rounding of a different batch). Everything else is the default job.
 """
 
 from __future__ import annotations
