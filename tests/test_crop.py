@@ -56,6 +56,15 @@ def test_crop_modes_and_the_quarter_rule():
     assert signal_box(big, (3, 3), "receptive") == crop_box(big, 3, 3, MARGIN)
 
 
+def test_a_field_whose_layout_was_lost_holds_for_every_unit_and_is_never_cropped():
+    from pipeline.models.layers import ReceptiveField
+
+    # as traced through attention windows (maxvit_t): one span, the union, for every unit of a 7x7 map
+    lost = ReceptiveField((224, 224), ((0, 223),), ((0, 223),), (11, 11), (1.0, 1.0), True)
+    assert lost.box(2, 5) == lost.box(0, 0) == (0, 0, 224, 224)
+    assert signal_box(lost, (2, 5), "auto") is None and signal_box(lost, (2, 5), "receptive") is None
+
+
 def test_crop_none_and_the_overview_use_the_same_rule():
     model, x = net(), torch.randn(1, 3, 40, 40)
     found = run_methods(model, x, ["0"], {"guided_backprop": {"top_k": 1, "crop": "none"}})

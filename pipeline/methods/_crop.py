@@ -26,8 +26,8 @@ def signal_box(
     """(top, left, bottom, right) to crop unit (y, x)'s tile to under ``mode``, or None to show the whole input."""
     if mode not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}, got {mode!r}")
-    if mode == "none" or field is None or unit is None:
-        return None
+    if mode == "none" or field is None or unit is None or len(field.rows) < 2 or len(field.cols) < 2:
+        return None  # one span for every unit: where the trace lost the layout, no box says where the unit looks
     if mode == "auto" and max(field.extent) * SMALL >= min(field.input_size):
         return None
     return crop_box(field, unit[0], unit[1], MARGIN)

@@ -26,9 +26,14 @@ class ReceptiveField:
     stride: tuple[float, float]
     global_context: bool = False
 
+    def spans(self, y: int, x: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Unit (y, x)'s first and last input row and column; a single entry holds for every unit (where the trace
+        lost the layout, e.g. attention windows, each unit is given the union of everything)."""
+        return self.rows[y if len(self.rows) > 1 else 0], self.cols[x if len(self.cols) > 1 else 0]
+
     def box(self, y: int, x: int) -> tuple[int, int, int, int]:
         """(top, left, bottom, right) of unit (y, x)'s field, bottom and right exclusive (numpy slicing)."""
-        (top, bottom), (left, right) = self.rows[y], self.cols[x]
+        (top, bottom), (left, right) = self.spans(y, x)
         return top, left, bottom + 1, right + 1
 
     def text(self) -> str:

@@ -339,8 +339,6 @@ def crop_box(field: ReceptiveField, y: int, x: int, margin: float = 0.0) -> tupl
         start = min(max(0, math.floor((first + last + 1 - side) / 2)), n - side)
         return start, start + side
 
-    (top, bottom), (left, right) = (
-        span(*field.rows[y], field.extent[0], height),
-        span(*field.cols[x], field.extent[1], width),
-    )
+    rows, cols = field.spans(y, x)
+    (top, bottom), (left, right) = span(*rows, field.extent[0], height), span(*cols, field.extent[1], width)
     return top, left, bottom, right
