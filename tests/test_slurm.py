@@ -203,7 +203,9 @@ def test_array_sweep_with_a_preempted_task_equals_the_basic_launcher(slurm, tmp_
 def test_a_lost_task_is_named_and_a_rerun_resumes_it(slurm, tmp_path):
     images = photos(tmp_path / "photos", 6)
     folder = tmp_path / "sweep"
-    command = ["-m", *SLURM, *TINY, f"images=[{images}]", "methods=[slow_energy]", "+slow_energy.seconds=2"]
+    # 6 s per image, so the task still runs long after its first artefact when scancel lands (with 2 s, a quiet
+    # machine could finish the task first: the sweep then exited 0)
+    command = ["-m", *SLURM, *TINY, f"images=[{images}]", "methods=[slow_energy]", "+slow_energy.seconds=6"]
     command += ["predictions=false", "shard=0/2,1/2", f"hydra.sweep.dir={folder}"]
     proc, log = start(command, tmp_path, "lost")
     task = wait_for(lambda: running_task(1, folder), "running task of job 1 with an artefact", proc)
