@@ -100,3 +100,23 @@ def test_finish_features_are_each_convs_own_output_with_the_graph_and_leave_the_
     view.features(x, ["0"])
     handle.remove()
     assert calls == []
+
+
+@pytest.mark.slow
+def test_overview_of_a_sweep_shows_the_gathered_tiles_made_before_it(tmp_path: Path, photo_dir: Path):
+    """Through the CLI: the gathering method finishes before the per-image pass, so the overview (a reader of
+    other outputs) carries its tiles; a rerun after the overview is lost makes it again, the same."""
+    out = tmp_path / "run"
+    args = ["methods=[top_patches,overview]", "batch_size=1", "top_patches.k=2", "plugins=[]"]
+    _run(tmp_path, out, photo_dir, *args)
+    records = _records(out)
+    order = [r["method"] for r in records]
+    assert order.index("overview") > max(i for i, m in enumerate(order) if m == "top_patches")
+    overviews = [r for r in records if r["method"] == "overview"]
+    assert overviews and all(r["under_rows"] == ["top_patches"] for r in overviews)
+    first = overviews[0]
+    png = out / first["png"]
+    before = png.read_bytes()
+    png.unlink()
+    _run(tmp_path, out, photo_dir, *args)
+    assert png.read_bytes() == before

@@ -288,3 +288,41 @@ def test_compare_page_is_escaped_and_only_for_two_or_more_models(tmp_path):
     page = (tmp_path / "compare.html").read_text(encoding="utf-8")
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#x27;" in page
     assert page.count("<img") == 2 * 6
+
+
+def test_rows_show_feature_viz_and_top_patch_of_each_channel_under_its_map():
+    """With the gathering methods in the run, a row's maps are the image's strongest among the channels they show
+    (by an independent hook computation), and the sub-rows under it hold exactly their tiles for those channels,
+    column by column."""
+    torch.manual_seed(0)
+    model = Deep(4).eval()
+    x = torch.rand(3, 3, 32, 32)
+    names = ["features.0", "features.4"]
+    found = run_methods(
+        model,
+        x,
+        names,
+        {
+            "feature_viz": {"steps": 2, "max_channels": 3, "size": 16},
+            "top_patches": {"max_channels": 3, "k": 2},
+            "overview": {"per_row": 2},
+        },
+    )
+    seen = hooked_outputs(model, x)
+    for name in names:
+        (fv,) = found[("feature_viz", name)]
+        (tp,) = found[("top_patches", name)]
+        covered = [int(c) for c in fv.fields["channels"]]
+        assert covered == [int(c) for c in tp.fields["channels"]]
+        for i, out in enumerate(found[("overview", None)]):
+            rows = out.picture.rows
+            at = next(j for j, row in enumerate(rows) if row.title[0].endswith(name))
+            maps, fv_row, tp_row = rows[at], rows[at + 1], rows[at + 2]
+            means = seen[name][i].flatten(1).mean(1)
+            expected = sorted(covered, key=lambda c: -float(means[c]))[:2]
+            shown = [int(t.label.split()[1]) for t in maps.tiles if isinstance(t, base.MapTile)]
+            assert shown == expected
+            assert fv_row.title[1] == "(feature_viz)" and tp_row.title[1] == "over the run"
+            for col, ch in enumerate(expected):
+                assert fv_row.tiles[col] is fv.picture.tiles[covered.index(ch)]
+                assert tp_row.tiles[col] is tp.picture.rows[covered.index(ch)].tiles[0]

@@ -125,10 +125,23 @@ class ModelRun:
         }
         if not self.plan.per_layer:  # another shard makes them
             self.layer_todo = {name: [] for name in self.layer_todo}
+        # A per-image method that reads others' outputs (e.g. a depth overview) and is still to make sees the
+        # gathering methods' finished outputs: they gather in a forward-only pass over every batch and finish
+        # first, then the per-image pass runs. On a rerun they are made again for it (in memory; what is on
+        # disk is not rewritten), so a remade reader is the same as the first one.
+        readers = self._readers_pending()
+        self.finish_layers = {
+            m.name: list(self.mp.layers) if readers and self.plan.per_layer else self.layer_todo[m.name]
+            for m in self.plan.gatherers()
+        }
         # gathering methods with layers left to make: every batch runs again so that they see every image
-        self.gathering = [m for m in self.plan.gatherers() if self.layer_todo[m.name]]
-        self.states = {m.name: {layer.name: {} for layer in self.layer_todo[m.name]} for m in self.gathering}
-        self.batches = [chunk for chunk in self._chunks() if not self._batch_done(chunk)]
+        self.gathering = [m for m in self.plan.gatherers() if self.finish_layers[m.name]]
+        self.states = {m.name: {layer.name: {} for layer in self.finish_layers[m.name]} for m in self.gathering}
+        self.finished: dict[str, dict[str, Output]] = {}  # gathering method -> layer -> its finished output
+        self.gather_first = bool(self.gathering) and readers
+        chunks = self._chunks()
+        self.gather_batches = chunks if self.gather_first else []
+        self.batches = [chunk for chunk in chunks if not self._batch_done(chunk)]
 
     # --- what is left to do ---------------------------------------------------------------------------------------
     def _key(self, method: Method, layer: str | None, image: Path | None) -> ArtefactKey:
@@ -146,8 +159,12 @@ class ModelRun:
         self.batch_size = size
         return [images[start : start + size] for start in range(0, len(images), size)]
 
+    def _readers_pending(self) -> bool:
+        readers = {m.name for m in self.plan.image_methods() if m.reads_outputs}
+        return any(k.method in readers and k not in self.verified for k in self.plan.artefacts(self.mp))
+
     def _batch_done(self, images: list[Path]) -> bool:
-        if self.gathering:
+        if self.gathering and not self.gather_first:
             return False
         if any(key not in self.verified for key in self.plan.artefacts(self.mp, images)):
             return False
@@ -160,8 +177,9 @@ class ModelRun:
         """The planned work of this model in progress units (see ``engine.progress``)."""
         total = PICTURE * sum(len(layers) for layers in self.layer_todo.values())
         for method in self.gathering:
-            todo = len(self.layer_todo[method.name])
+            todo = len(self.finish_layers[method.name])
             total += method.finish_cost(todo) + compute_cost(method) * todo
+        total += FORWARD * sum(len(images) for images in self.gather_batches)
         for images in self.batches:
             total += FORWARD * len(images)
             keys = list(self.plan.artefacts(self.mp, images))
@@ -270,15 +288,21 @@ class ModelRun:
                     lambda m, outs: self.emit([], m, outs),
                     lambda m, layer, exc: self.fail_method([], m, layer, exc),
                 )
+        if self.gather_first:
+            for images in self.gather_batches:
+                self.batch(images, gather_only=True)
+            for method in self.gathering:
+                self.finish(method)
         for images in self.batches:
             self.batch(images)
-        for method in self.gathering:
-            self.finish(method)
+        if not self.gather_first:
+            for method in self.gathering:
+                self.finish(method)
 
     def finish(self, method: Method) -> None:
         """A gathering method's artefacts, once every batch has been folded into its states."""
         states = self.states[method.name]
-        layers = [layer for layer in self.layer_todo[method.name] if layer.name in states]  # not failed gathering
+        layers = [layer for layer in self.finish_layers[method.name] if layer.name in states]  # not failed gathering
         if not layers:
             return
         raise_if_stopped()
@@ -297,6 +321,7 @@ class ModelRun:
             log.error("%s %s failed: %s", self.mp.name, method.name, error)
             self.fail_keys([self._key(method, layer.name, None) for layer in layers], error)
             return
+        self.finished[method.name] = {output.layer: output for output in outputs if output.layer}
         self.emit([], method, outputs)
 
     def _read(self, image: Path) -> torch.Tensor | None:
@@ -315,20 +340,21 @@ class ModelRun:
             log.info("image %s: %s", image, "; ".join(notes))
         return tensor
 
-    def batch(self, images: list[Path]) -> None:
-        """One batch: its forward and every method; only artefacts not yet verified are written."""
+    def batch(self, images: list[Path], gather_only: bool = False) -> None:
+        """One batch: its forward and every method; only artefacts not yet verified are written. ``gather_only``:
+        the forward for the gathering methods alone."""
         raise_if_stopped()
         try:
             read = [(image, self._read(image)) for image in images]
             kept = [(image, tensor) for image, tensor in read if tensor is not None]
             if kept:
-                self._pass(kept)
+                self._pass(kept, gather_only)
         finally:
             self.progress.advance(FORWARD * len(images))
         if self.after_batch is not None:
             self.after_batch()
 
-    def _pass(self, kept: list[tuple[Path, torch.Tensor]]) -> None:
+    def _pass(self, kept: list[tuple[Path, torch.Tensor]], gather_only: bool = False) -> None:
         """The shared forward and every method for these images; when memory runs out, the batch is split in two
         and each half runs on its own (what one half already made is not made again)."""
         images = [image for image, _ in kept]
@@ -337,23 +363,29 @@ class ModelRun:
         sources = [input_tile(t, info.mean, info.std) for t in shown]
         fresh = any(key not in self.verified for key in self.plan.artefacts(self.mp, images))
         gathered = copy.deepcopy(self.states)  # what the states were before this pass, should it run out of memory
+        if gather_only:
+            methods = list(self.gathering)
+        else:
+            # nothing to make: the forward is for predictions (and gathering)
+            methods = (self.plan.image_methods() if fresh else []) + ([] if self.gather_first else self.gathering)
         work = BatchWork(
             self.loaded.module,
             self.mp.layers,
-            # nothing to make: the forward is for predictions (and gathering)
-            (self.plan.image_methods() if fresh else []) + self.gathering,
+            methods,
             emit=lambda m, outs: self.emit(images, m, outs),
             fail=lambda m, layer, exc: self.fail_method(images, m, layer, exc),
-            want_logits=self.settings.predictions,
+            want_logits=self.settings.predictions and not gather_only,
             strategy=self.settings.backward_strategy,
             states=self.states,
+            finished=self.finished,
         )
         batch = None
         try:
             labels = [self.plan.labels[i] for i in images]
             batch = Batch(info, x, sources, labels, seed=self.settings.seed, chunk=self._chunk())
             logits = work.run(batch)
-            self.predictions(logits, images)
+            if not gather_only:
+                self.predictions(logits, images)
         except Exception as exc:  # noqa: BLE001 - fail what is left of this batch, keep the rest of the run
             del x, work, batch
             if out_of_memory(exc) and len(kept) > 1:
@@ -369,8 +401,8 @@ class ModelRun:
                 )
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                self._pass(kept[:half])
-                self._pass(kept[half:])
+                self._pass(kept[:half], gather_only)
+                self._pass(kept[half:], gather_only)
                 return
             error = error_text(exc)
             log.error("%s: batch of %d image(s) failed: %s", self.mp.name, len(kept), error)

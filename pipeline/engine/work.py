@@ -44,6 +44,7 @@ class BatchWork:
     want_logits: bool = False
     strategy: str = "loop"
     states: dict[str, dict[str, dict]] = field(default_factory=dict)  # gathering method -> layer -> its state
+    finished: dict[str, dict[str, Output]] = field(default_factory=dict)  # gathering method -> layer -> its output
 
     def run(self, batch: Batch) -> torch.Tensor | None:
         """Run the one shared forward for ``batch`` and every method on it; return the logits (or None)."""
@@ -114,6 +115,9 @@ class BatchWork:
 
     def _layer(self, batch: Batch, layer: ConvLayer, activation: torch.Tensor, methods: list[Method]) -> None:
         view = at_layer(batch, layer, activation)
+        for name, made in self.finished.items():  # gathering methods that finished before this pass
+            if layer.name in made:
+                view.outputs[name] = [made[layer.name]]
         for method in methods:
             if method.gathers:
                 self._gather(method, view)
@@ -192,13 +196,30 @@ def run_methods(
     gatherers = [m for m in methods if m.scope is Scope.LAYER and m.gathers]
     states = {m.name: {layer.name: {} for layer in layers} for m in gatherers}
     image_methods = [m for m in methods if m.scope is not Scope.LAYER]
-    if image_methods or gatherers:
-        n = x.shape[0]
-        blank = np.zeros((*x.shape[-2:], 3), dtype=np.uint8)
-        batch = Batch(info, x, sources or [blank] * n, labels or [str(i) for i in range(n)], seed=seed)
-        BatchWork(module, layers, image_methods + gatherers, emit, fail, strategy=strategy, states=states).run(batch)
-    for method in gatherers:
-        finish_layers = [layer for layer in layers if layer.name in states[method.name]]
-        view = Finish(module, info, finish_layers, states[method.name], seed, input_side(None, x.shape[-1]))
-        emit(method, method.finish(view))
+    n = x.shape[0]
+    blank = np.zeros((*x.shape[-2:], 3), dtype=np.uint8)
+
+    def batch() -> Batch:
+        return Batch(info, x, sources or [blank] * n, labels or [str(i) for i in range(n)], seed=seed)
+
+    # as a sweep: readers of other outputs see the gathering methods' finished outputs, so those gather first
+    first = bool(gatherers) and any(m.reads_outputs for m in image_methods)
+    finished: dict[str, dict[str, Output]] = {}
+    if first:
+        BatchWork(module, layers, gatherers, emit, fail, strategy=strategy, states=states).run(batch())
+    for method in gatherers if first else []:
+        finished[method.name] = _finish(method, module, info, layers, states, seed, x, emit)
+    if image_methods or (gatherers and not first):
+        work = image_methods + ([] if first else gatherers)
+        BatchWork(module, layers, work, emit, fail, strategy=strategy, states=states, finished=finished).run(batch())
+    for method in [] if first else gatherers:
+        _finish(method, module, info, layers, states, seed, x, emit)
     return made
+
+
+def _finish(method: Method, module, info: ModelInfo, layers, states, seed: int, x, emit: Emit) -> dict[str, Output]:
+    finish_layers = [layer for layer in layers if layer.name in states[method.name]]
+    view = Finish(module, info, finish_layers, states[method.name], seed, input_side(None, x.shape[-1]))
+    outputs = method.finish(view)
+    emit(method, outputs)
+    return {output.layer: output for output in outputs if output.layer}

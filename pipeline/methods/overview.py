@@ -25,6 +25,12 @@ FEATURED = (
     ("guided_backprop", base.SignalTile, "its top guided-backprop channel"),
     ("grad_cam", base.OverlayTile, "Grad-CAM of the top class"),
 )
+# Per-layer methods that gather over the run, whose tiles go under a row's maps, channel by channel, when they
+# finished before the overview (method, the sub-row's title, tile of a channel from its output).
+GATHERED = (
+    ("feature_viz", ["what excites it", "(feature_viz)"], lambda out, i: out.picture.tiles[i]),
+    ("top_patches", ["its top patch", "over the run"], lambda out, i: (out.picture.rows[i].tiles or [None])[0]),
+)
 COLUMNS = ("index", "channels", "height", "width", "mean", "max", "positive")
 
 
@@ -83,6 +89,7 @@ class _Image:
     """What the overview keeps of one image: a row per shown layer, a frame per layer, a stats line per layer."""
 
     rows: list[base.Row] = field(default_factory=list)
+    under: dict[int, list[base.Row]] = field(default_factory=dict)  # row -> the gathered methods' sub-rows
     frames: list[base.Picture] = field(default_factory=list)
     stats: list[list[float]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
@@ -102,6 +109,7 @@ class _Batch:
     frame_inputs: list[np.ndarray]  # each image at frame size
     row_inputs: list[np.ndarray]  # each image at tile size
     featured: set[str] = field(default_factory=set)
+    gathered: set[str] = field(default_factory=set)
 
 
 @register
@@ -139,6 +147,8 @@ class Overview(base.Method):
                 row_inputs=[small_image(source, p.tile_px) for source in view.sources],
             )
         state.featured.update(method for method, _, _ in FEATURED if view.outputs.get(method))
+        gathered, covered = self._covered(view)
+        state.gathered.update(gathered)
         act = view.activation.detach().float()
         n, c, h, w = act.shape
         layer = view.layer
@@ -161,8 +171,44 @@ class Overview(base.Method):
             caption = f"#{layer.index} {layer.name} · {c}×{h}×{w}"
             kept.frames.append(base.Picture(frame, caption, p.frame_px, columns=4))
             if layer.name in state.shown:
-                kept.rows.append(self._row(view, i, chosen, top[i].tolist(), (c, h, w), stride))
+                channels = top[i].tolist()
+                if gathered:  # the strongest maps among the channels the gathered methods show
+                    pool = torch.tensor(covered, device=a.device)
+                    best = torch.topk(a.flatten(1).mean(1)[pool], min(p.per_row, len(covered))).indices
+                    channels = pool[best].tolist()
+                    chosen = a.index_select(0, pool[best])
+                kept.rows.append(self._row(view, i, chosen, channels, (c, h, w), stride))
+                if gathered:
+                    kept.under[len(kept.rows) - 1] = self._under(gathered, channels)
         return []
+
+    def _covered(self, view: base.LayerView) -> tuple[dict[str, base.Output], list[int]]:
+        """The gathered methods' outputs at this layer, and the channels every one of them shows."""
+        found = {}
+        for method, _, _ in GATHERED:
+            output = next(iter(view.outputs.get(method) or []), None)
+            if output is not None and output.fields.get("channels"):
+                found[method] = output
+        common = None
+        for output in found.values():
+            mine = [int(ch) for ch in output.fields["channels"]]
+            common = mine if common is None else [ch for ch in common if ch in mine]
+        return (found, common) if common else ({}, [])
+
+    def _under(self, gathered: dict[str, base.Output], channels: list[int]) -> list[base.Row]:
+        """A sub-row per gathered method: its tile of each channel of the row, in the row's columns."""
+        rows = []
+        for method, title, tile_of in GATHERED:
+            output = gathered.get(method)
+            if output is None:
+                continue
+            order = [int(ch) for ch in output.fields["channels"]]
+            tiles = []
+            for ch in channels:
+                tile = tile_of(output, order.index(ch))
+                tiles.append(tile if tile is not None else base.ImageTile(np.full((4, 4, 3), 255, np.uint8), ""))
+            rows.append(base.Row(title, tiles))
+        return rows
 
     def _frame_count(self) -> int:
         """Maps per GIF frame: the input tile and the strongest maps fill ``per_row`` places."""
@@ -205,9 +251,11 @@ class Overview(base.Method):
             stats = np.asarray(kept.stats, dtype=np.float32)
             shown = [row.title[0].split(" ")[0] for row in kept.rows]
             featured = [what for method, _, what in FEATURED if method in state.featured]
+            under = [method for method, _, _ in GATHERED if method in state.gathered]
             header = (
                 f"{len(kept.rows)} of {len(kept.stats)} requested conv layers, input to output "
                 f"({', '.join(shown)}); top {p.per_row} maps by mean activation"
+                + (f" (among the channels {' and '.join(under)} show, under each map)" if under else "")
                 + (f"; then {' and '.join(featured)}" if featured else "")
             )
             first = base.Row(
@@ -231,10 +279,18 @@ class Overview(base.Method):
                 base.Output(
                     array=stats,
                     picture=base.RowsPicture(
-                        [first, *kept.rows], header, p.tile_px, where="overview from input to output"
+                        [first, *[r for j, row in enumerate(kept.rows) for r in [row, *kept.under.get(j, [])]]],
+                        header,
+                        p.tile_px,
+                        where="overview from input to output",
                     ),
                     image=i,
-                    fields={"columns": list(COLUMNS), "layers": kept.names, "rows": [r.title[0] for r in kept.rows]},
+                    fields={
+                        "columns": list(COLUMNS),
+                        "layers": kept.names,
+                        "rows": [r.title[0] for r in kept.rows],
+                        "under_rows": under,  # gathering methods whose tiles sit under each row's maps
+                    },
                     files={"gif": base.Animation(kept.frames, p.seconds_per_frame), "stats": plot},
                 )
             )
