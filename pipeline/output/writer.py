@@ -7,6 +7,7 @@ and a failure while rendering or writing is recorded, never raised.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import traceback
@@ -21,6 +22,7 @@ from pipeline.errors import UserError
 from pipeline.output.files import file_facts, thumb_path, write_bytes, write_npy, write_png, write_thumbnail
 from pipeline.output.manifest import Manifest
 from pipeline.output.record import Record
+from pipeline.render.grid import TILE_BOXES
 
 log = logging.getLogger(__name__)
 # A figure makes the picture, the exact array it shows, and further files of the same artefact
@@ -90,6 +92,9 @@ class Writer:
                 files["raw"] = write_npy(self.root / raw_path, raw)
             thumb = self._thumbnail(relative_png, image, files)
             done = record.done(relative_png, raw_path, thumb, attached, files)
+            boxes = image.info.get(TILE_BOXES)
+            if boxes and record.layer and record.image is None:  # a per-layer grid: the report shows its tiles alone
+                done = dataclasses.replace(done, extra={**done.extra, TILE_BOXES: boxes})
         except Exception as exc:  # noqa: BLE001 - recorded in the manifest and said, the run goes on
             done = record.failed(error_text(exc))
             where = " ".join(str(part) for part in (record.model, record.method, record.layer) if part)

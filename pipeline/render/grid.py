@@ -16,6 +16,11 @@ TEXT = (20, 20, 20)
 MUTED = (90, 90, 90)
 
 
+# where each tile (a grid) or each row of tiles (rows) lies in the picture, label included: [x, y, w, h] in
+# pixels, in ``Image.info`` (so the report can show one channel's tile alone)
+TILE_BOXES = "tile_boxes"
+
+
 @lru_cache(maxsize=8)
 def font(size: int) -> ImageFont.FreeTypeFont:
     """matplotlib's DejaVu Sans: always installed, so labels look the same on every machine."""
@@ -138,6 +143,7 @@ def compose(
     for i, line in enumerate(head_lines):
         draw.text((pad, pad + i * (font_px + 6)), line, fill=TEXT if i == 0 else MUTED, font=head_font)
     x0 = (width - cols * cell_w + pad) // 2
+    boxes: list[list[int]] = []
     for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
         r, c = divmod(i, cols)
         image = fit_tile(tile, tile_px)
@@ -147,6 +153,8 @@ def compose(
         text = fit_label(label, tile_px + pad, label_font)
         tx = x0 + c * cell_w + (tile_px - label_font.getlength(text)) / 2
         draw.text((tx, head_h + r * cell_h + tile_px + 2), text, fill=TEXT, font=label_font)
+        boxes.append([x0 + c * cell_w, head_h + r * cell_h, tile_px, tile_px + label_h])
+    canvas.info[TILE_BOXES] = boxes
     return canvas
 
 
@@ -172,8 +180,10 @@ def compose_rows(
     draw = ImageDraw.Draw(canvas)
     for i, line in enumerate(head_lines):
         draw.text((pad, pad + i * (font_px + 6)), line, fill=TEXT if i == 0 else MUTED, font=head_font)
+    boxes: list[list[int]] = []
     for r, (title, tiles, labels) in enumerate(rows):
         y0 = head_h + r * row_h
+        boxes.append([title_px, y0, max(1, len(tiles) * cell_w - pad), tile_px + label_h])
         if r:
             draw.line([(pad, y0 - pad // 2), (width - pad, y0 - pad // 2)], fill=(225, 225, 225))
         for j, line in enumerate(title):
@@ -190,4 +200,5 @@ def compose_rows(
                 text = text[:-2] + "…" if len(text) > 2 else ""
             tx = title_px + c * cell_w + (tile_px - text_font.getlength(text)) / 2
             draw.text((tx, y0 + tile_px + 2), text, fill=TEXT, font=text_font)
+    canvas.info[TILE_BOXES] = boxes
     return canvas

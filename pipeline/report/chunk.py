@@ -16,6 +16,7 @@ import sys
 
 from pipeline.output.record import Record
 from pipeline.report import layout
+from pipeline.report.channels import channel_table
 from pipeline.report.jobs import Job
 from pipeline.report.markup import esc, href, key
 from pipeline.report.summary import LEADS, image_name, layer_name
@@ -144,7 +145,8 @@ def section_html(job: Job, records: list[Record]) -> str:
         data = esc(json.dumps(facts, ensure_ascii=True))
         parts.append(
             f'<section class="layer group" hidden data-i="{i}" data-name="{esc(name)}" data-index="{esc(index)}"'
-            f' data-facts="{data}"><div class="panels">{"".join(figure(r) for r in items)}</div></section>'
+            f' data-facts="{data}"><div class="panels">{"".join(figure(r) for r in items)}</div>'
+            f"{channel_table(items, UP)}</section>"
         )
     parts.append("</div>")
     rank = method_ranks(records)
