@@ -35,13 +35,15 @@ def test_conv_layers_are_dotted_named_modules_in_order():
         ([1, -2], ["2.0", "2.2"]),  # integers index the conv list; a string is a name (["3"] below)
         (["3", "last", "2.2"], ["2.2", "3"]),
         (None, ["0", "2.0", "2.2", "3"]),
+        (["0%", "100%"], ["0", "3"]),  # relative depth: the nearest of the 4 layers
+        (["34%", "50%", "66.7%"], ["2.0", "2.2"]),
     ],
 )
 def test_select_layers(spec, expected):
     assert [layer.name for layer in select_layers(conv_layers(tiny()), spec)] == expected
 
 
-@pytest.mark.parametrize("spec", [["2.1"], ["9.*"], [4], [-5], [True]])
+@pytest.mark.parametrize("spec", [["2.1"], ["9.*"], [4], [-5], [True], ["101%"], ["-1%"], ["half%"]])
 def test_select_layers_rejects_what_is_not_a_conv_layer(spec):
     with pytest.raises(UserError):
         select_layers(conv_layers(tiny()), spec, "tiny")

@@ -3,7 +3,8 @@
 Per (model, image): a tall PNG with one row per conv layer (at most ``max_rows``, spread evenly in depth, always
 the first and the last), each row the layer's name, output shape, receptive field and stride and its ``per_row`` strongest
 maps at one tile size, plus the layer's top guided-backprop tile and top Grad-CAM overlay when those methods
-ran; an animated GIF with one frame per requested layer; a plot of statistics against depth. Only small tiles
+ran; when ``feature_viz`` or ``top_patches`` ran on the layer, the maps are the strongest among the channels they
+show, with each channel's feature visualisation and top patch over the run in sub-rows under its map; an animated GIF with one frame per requested layer; a plot of statistics against depth. Only small tiles
 and a few numbers are kept per layer, never the activations, so memory stays flat however deep the model.
 """
 

@@ -96,7 +96,8 @@ def _as_list(spec) -> list:
 
 
 def select_layers(layers: list[ConvLayer], spec, model_name: str = "model") -> list[ConvLayer]:
-    """Pick layers by ``all``/``first``/``last``, dotted names, glob patterns or integer indices, in model order.
+    """Pick layers by ``all``/``first``/``last``, dotted names, glob patterns, integer indices or relative depths
+    (``"50%"``), in model order.
 
     A string is always a name and an integer always an index: ``"2"`` is the module named 2 (an ``nn.Sequential``
     names its children 0, 1, 2...), ``2`` the third conv layer (``layers=['2']`` against ``layers=[2]``)."""
@@ -122,6 +123,8 @@ def select_layers(layers: list[ConvLayer], spec, model_name: str = "model") -> l
             picked = [layers[0]]
         elif text == "last":
             picked = [layers[-1]]
+        elif text.endswith("%"):
+            picked = [layers[_at_depth(text, len(layers))]]
         elif any(ch in text for ch in "*?["):
             picked = [layer for layer in layers if fnmatch.fnmatchcase(layer.name, text)]
             if not picked:
@@ -143,6 +146,18 @@ def select_layers(layers: list[ConvLayer], spec, model_name: str = "model") -> l
         for layer in picked:
             chosen[layer.index] = layer
     return [chosen[i] for i in sorted(chosen)]
+
+
+def _at_depth(text: str, count: int) -> int:
+    """The index of the conv layer at a relative depth ``"50%"`` (0 % the first, 100 % the last, the nearest in
+    between), so one spec fits models of any depth."""
+    try:
+        share = float(text[:-1])
+    except ValueError:
+        share = float("nan")
+    if not 0 <= share <= 100:
+        raise UserError(f"layers: {text!r} is not a relative depth; give a percentage from 0% to 100%.")
+    return round(share / 100 * (count - 1))
 
 
 def _is_int(text: str) -> bool:
