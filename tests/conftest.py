@@ -92,13 +92,17 @@ def photo_dir(tmp_path) -> Path:
     return folder
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python run.py ARGS` in a subprocess with the network blocked; output dir under ``cwd``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(OFFLINE), str(ROOT)]), "HYDRA_FULL_ERROR": "0"}
+def run_cli(
+    args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None, path: list[Path] = ()
+) -> subprocess.CompletedProcess:
+    """Run `python run.py ARGS` in a subprocess with the network blocked; output dir under ``cwd``; ``path``:
+    folders put first on the Python path (e.g. where a test's plugins live), ``env``: extra variables."""
+    python_path = os.pathsep.join([*map(str, path), str(OFFLINE), str(ROOT)])
+    full = {**os.environ, "PYTHONPATH": python_path, "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         cwd=cwd,
-        env=env,
+        env=full,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -4,13 +4,11 @@ leave a folder alone, plugins that collide with a built-in, a user's odd models,
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, ROOT
+from conftest import run_cli
 
 SMALL = ["models=[resnet18]", "weights=none", "layers=[first]", "methods=[filters,feature_maps]", "batch_size=1"]
 
@@ -57,16 +55,7 @@ manifest.Manifest.write = write
 
 def cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python run.py ARGS` with the network blocked and ``cwd`` (where test plugins live) on the path."""
-    path = os.pathsep.join([str(cwd), str(OFFLINE), str(ROOT)])
-    full = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=cwd,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(args, cwd, timeout, env, [cwd])
 
 
 def said(stderr: str) -> list[str]:
