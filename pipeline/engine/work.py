@@ -107,7 +107,9 @@ class BatchWork:
         def emit(method: Method, outputs: list[Output]) -> None:
             made.extend((method, output) for output in outputs)
 
-        fresh = Batch(batch.model, batch.x, batch.sources, batch.labels, seed=batch.seed, chunk=batch.chunk)
+        fresh = Batch(
+            batch.model, batch.x, batch.sources, batch.labels, seed=batch.seed, chunk=batch.chunk, indices=batch.indices
+        )
         fresh.explain = classes
         BatchWork(module, layers, methods, emit, fail, strategy=self.strategy).run(fresh)
         return made
@@ -146,9 +148,11 @@ class BatchWork:
         return outputs
 
 
-def with_fields(module: torch.nn.Module, layers: list[ConvLayer], x: torch.Tensor) -> list[ConvLayer]:
-    """The layers with their receptive fields for inputs the size of ``x`` (traced once per model and size)."""
-    fields = receptive_fields(module, (int(x.shape[-2]), int(x.shape[-1])))
+def with_fields(module: torch.nn.Module, layers: list[ConvLayer], x: torch.Tensor | tuple[int, int]) -> list[ConvLayer]:
+    """The layers with their receptive fields for inputs the size of ``x`` (or of that (H, W); traced once per
+    model and size)."""
+    size = tuple(x) if isinstance(x, tuple) else tuple(x.shape[-2:])
+    fields = receptive_fields(module, (int(size[0]), int(size[1])))
     return [dataclasses.replace(layer, receptive=fields.get(layer.name)) for layer in layers]
 
 
@@ -192,13 +196,23 @@ def run_methods(
     gatherers = [m for m in methods if m.scope is Scope.LAYER and m.gathers]
     states = {m.name: {layer.name: {} for layer in layers} for m in gatherers}
     image_methods = [m for m in methods if m.scope is not Scope.LAYER]
+    n = x.shape[0]
+    blank = np.zeros((*x.shape[-2:], 3), dtype=np.uint8)
+    sources, labels = sources or [blank] * n, labels or [str(i) for i in range(n)]
     if image_methods or gatherers:
-        n = x.shape[0]
-        blank = np.zeros((*x.shape[-2:], 3), dtype=np.uint8)
-        batch = Batch(info, x, sources or [blank] * n, labels or [str(i) for i in range(n)], seed=seed)
+        batch = Batch(info, x, sources, labels, seed=seed)
         BatchWork(module, layers, image_methods + gatherers, emit, fail, strategy=strategy, states=states).run(batch)
     for method in gatherers:
-        finish_layers = [layer for layer in layers if layer.name in states[method.name]]
-        view = Finish(module, info, finish_layers, states[method.name], seed, input_side(None, x.shape[-1]))
+        finish_layers = with_fields(module, [layer for layer in layers if layer.name in states[method.name]], x)
+        view = Finish(
+            module,
+            info,
+            finish_layers,
+            states[method.name],
+            seed,
+            input_side(None, x.shape[-1]),
+            load_image=sources.__getitem__,
+            label_of=labels.__getitem__,
+        )
         emit(method, method.finish(view))
     return made
