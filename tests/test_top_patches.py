@@ -232,3 +232,53 @@ def test_select_channels_rule():
     assert select_channels(mean, [4, -1, 0], 2, "active") == [4, 0]
     with pytest.raises(ValueError, match="out of range"):
         select_channels(mean, [5], 2, "first")
+
+
+def test_the_plan_gives_each_image_its_index_in_the_whole_run_in_every_shard(compose_cfg, tmp_path):
+    from pipeline.config import settings_from
+    from pipeline.plan import make_plan
+
+    for i in range(5):
+        (tmp_path / f"p{i}.png").write_bytes(b"")  # never read here
+    common = ["models=[alexnet]", "weights=none", "layers=[first]", "methods=[feature_maps]", "batch_size=1"]
+    images = "images=[" + ",".join(str(tmp_path / f"p{i}.png") for i in range(5)) + "]"
+    whole = make_plan(settings_from(compose_cfg([*common, images])), check_weights=False)
+    expected = {image: i for i, image in enumerate(whole.images)}
+    for n in (2, 3):
+        for i in range(n):
+            plan = make_plan(settings_from(compose_cfg([*common, images, f"shard={i}/{n}"])), check_weights=False)
+            assert {image: plan.index()[image] for image in plan.images} == {im: expected[im] for im in plan.images}
+
+
+@pytest.mark.slow
+def test_cli_top_patches_crops_are_the_photos_as_the_model_saw_them(tmp_path, photo_dir):
+    import json
+
+    from conftest import run_cli
+
+    from pipeline.images import load_image
+    from pipeline.models import load_model, resolve_weights
+    from pipeline.models.custom import normalization
+    from pipeline.render.figures import input_tile
+
+    out = tmp_path / "run"
+    args = ["models=[alexnet]", "weights=none", "layers=[first,last]", f"images=[{photo_dir}]", "predictions=false"]
+    args += ["methods=[top_patches]", "top_patches.k=3", "top_patches.max_channels=2", "save_raw=true"]
+    proc = run_cli([*args, "batch_size=1", f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    found = {r["layer"]: (r, np.load(out / r["raw"])) for r in records if r["status"] == "ok"}
+    assert set(found) == {"features.0", "features.10"}
+    loaded = load_model("alexnet", resolve_weights("alexnet", "none", seed=0))
+    mean, std = normalization(loaded.transform)
+    photos = sorted(photo_dir.iterdir())
+    seen = [input_tile(loaded.transform(load_image(path)), mean, std) for path in photos]
+    for record, array in found.values():
+        assert record["images_seen"] == 2 and len(record["tiles"]) == 2 * 3
+        for t in record["tiles"]:
+            top, left, bottom, right = t["box"]
+            row = record["channels"].index(t["channel"])
+            assert t["image"] == photos[t["image_index"]].stem
+            np.testing.assert_array_equal(
+                array[row, t["rank"], : bottom - top, : right - left], seen[t["image_index"]][top:bottom, left:right]
+            )
