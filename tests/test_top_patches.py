@@ -19,7 +19,7 @@ from pipeline.methods._channels import select_channels
 from pipeline.methods.base import ModelInfo
 from pipeline.methods.feature_viz import FeatureViz
 from pipeline.methods.feature_viz import Params as FvParams
-from pipeline.methods.top_patches import Params, TopPatches
+from pipeline.methods.top_patches import Params, TopPatches, batch_top
 from pipeline.models.layers import conv_layers
 from pipeline.models.receptive import trace
 
@@ -114,6 +114,33 @@ def test_streaming_top_k_equals_brute_force_in_any_batch_size_with_ties(batch_si
             values = [v for v, *_ in expected]
             assert len(set(values)) < len(values)  # ties are exercised
         assert found[layer].fields["images_seen"] == len(x)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "ties", "constant", "nan"])
+@pytest.mark.parametrize("shape", [(5, 3, 6, 7), (3, 4, 2, 2), (1, 2, 2, 2)])
+def test_a_batchs_top_k_equals_a_full_sort_by_value_then_key(kind, shape):
+    generator = torch.Generator().manual_seed(len(kind) * 10 + shape[0])
+    act = torch.randn(shape, generator=generator)
+    if kind == "ties":
+        act = act.round()
+    elif kind == "constant":
+        act[:, 1] = 0.5
+    elif kind == "nan":
+        act[0, 0, 0, :] = float("nan")
+    n, c, h, w = shape
+    indices = [10 * i + 3 for i in range(n)]  # global indices, not the batch's own 0, 1, 2 ...
+    values, keys = batch_top(act, indices, 9)
+    for channel in range(c):
+        units = sorted(
+            (-(-np.inf if np.isnan(v) else v), indices[i] * h * w + y * w + x)
+            for i in range(n)
+            for y in range(h)
+            for x in range(w)
+            for v in [float(act[i, channel, y, x])]
+        )[:9]
+        assert [(-v, key) for v, key in units] == list(
+            zip(values[channel].tolist(), keys[channel].tolist(), strict=True)
+        )
 
 
 def test_every_channel_is_ranked_with_global_indices_and_memory_is_channels_by_k():

@@ -31,33 +31,40 @@ def empty_ranking(channels: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((channels, k), -np.inf), np.full((channels, k), _NONE_KEY, dtype=np.int64)
 
 
-def unit_keys(indices: list[int], h: int, w: int, device: torch.device) -> torch.Tensor:
-    """The key of every unit of a batch [N·H·W], in the order of its flattened maps (image, y, x)."""
-    index = torch.as_tensor(indices, dtype=torch.int64, device=device)
-    return (index[:, None] * (h * w) + torch.arange(h * w, device=device)[None, :]).flatten()
-
-
 def batch_top(act: torch.Tensor, indices: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each channel's top min(k, N·H·W) units of a batch ``act`` [N, C, H, W] whose images have the ascending
-    global ``indices``: (values float64, keys int64), each [C, min(k, N·H·W)], in no particular order.
+    """Each channel's top min(k, N·H·W) units of a batch ``act`` [N, C, H, W] whose images have the global
+    ``indices``: (values float64, keys int64), each [C, min(k, N·H·W)], in the stated order.
 
-    ``topk`` gives the k-th value; every unit above it is in, and of the units equal to it, those with the
-    smallest keys (the earliest in flattened order) fill the rest: exact under ties, without a full sort."""
-    _, channels, h, w = act.shape
-    flat = torch.nan_to_num(act.detach().float().transpose(0, 1).reshape(channels, -1), nan=-torch.inf)
-    kk = min(k, flat.shape[1])
-    kth = flat.topk(kk, dim=1).values[:, -1:]
-    take = flat > kth
-    tie = flat == kth
-    need = kk - take.sum(1)
-    excess = (tie.sum(1) > need).nonzero(as_tuple=True)[0]  # rows with more ties than places: first ones win
-    if len(excess):
-        tie[excess] &= tie[excess].cumsum(1) <= need[excess, None]
-    take |= tie
-    ch, pos = take.nonzero(as_tuple=True)  # row-major: exactly kk per channel, channel by channel
-    values = flat[ch, pos].view(channels, kk)
-    keys = unit_keys(indices, h, w, flat.device)[pos].view(channels, kk)
-    return values.double().cpu().numpy(), keys.cpu().numpy()
+    A ``topk`` per image and channel (a row) holds every unit that can rank, except where the row's k-th value ties
+    with its channel's k-th value over the batch: such rows are scanned whole for the tied units. The few
+    candidates are then sorted exactly, by value and then key."""
+    n, channels, h, w = act.shape
+    a = act.detach().float().reshape(n, channels, h * w)
+    per_row = a.topk(min(k, h * w), dim=2)  # [N, C, k']: every channel's top-k values are among these
+    if torch.isnan(per_row.values).any():  # NaN sorts above everything in topk: rank it below everything instead
+        a = torch.nan_to_num(a, nan=-torch.inf)
+        per_row = a.topk(min(k, h * w), dim=2)
+    kk = min(k, n * h * w)
+    kth = per_row.values.transpose(0, 1).reshape(channels, -1).topk(kk, dim=1).values[:, -1]  # [C]
+    tied = per_row.values[:, :, -1] == kth[None, :]  # rows whose top-k may leave out units tied at the threshold
+    taken = (per_row.values >= kth[None, :, None]) & ~tied[:, :, None]
+    image, channel, slot = taken.nonzero(as_tuple=True)
+    pos = per_row.indices[image, channel, slot]
+    tie_image, tie_channel = tied.nonzero(as_tuple=True)
+    if len(tie_image):
+        rows = a[tie_image, tie_channel]  # [R, H·W]
+        row, tie_pos = (rows >= kth[tie_channel][:, None]).nonzero(as_tuple=True)
+        image = torch.cat([image, tie_image[row]])
+        channel = torch.cat([channel, tie_channel[row]])
+        pos = torch.cat([pos, tie_pos])
+    values = a[image, channel, pos].double().cpu().numpy()
+    keys = np.asarray(indices, dtype=np.int64)[image.cpu().numpy()] * (h * w) + pos.cpu().numpy()
+    channel = channel.cpu().numpy()
+    order = np.lexsort((keys, -values, channel))
+    channel = channel[order]
+    first = np.searchsorted(channel, np.arange(channels))  # where each channel's candidates start
+    keep = order[np.arange(len(order)) - first[channel] < kk]
+    return values[keep].reshape(channels, kk), keys[keep].reshape(channels, kk)
 
 
 def merge_top(values: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,9 +118,6 @@ class TopPatches(base.Method):
         act = view.activation.detach()
         n, channels, h, w = act.shape
         indices = [int(i) for i in view.indices]
-        if indices != sorted(indices):  # the ranking's flattened order must be the key order
-            order = sorted(range(n), key=indices.__getitem__)
-            act, indices = act[torch.as_tensor(order, device=act.device)], [indices[i] for i in order]
         if not state:
             values, keys = empty_ranking(channels, self.params.k)
             state.update(values=values, keys=keys, mean=np.zeros(channels), count=0)
