@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from pipeline.methods import base
 from pipeline.methods._channels import choose
 from pipeline.methods.params import changed
 from pipeline.methods.registry import register
+
+if TYPE_CHECKING:
+    from pipeline.models.layers import ConvLayer, ReceptiveField
 
 _NONE_KEY = np.iinfo(np.int64).max  # an empty slot sorts after every unit
 
@@ -161,12 +164,13 @@ class TopPatches(base.Method):
             tiles[layer.name] = rows
         crops: dict[tuple[str, int, int], np.ndarray] = {}
         for image in sorted(wanted):  # each image read once, whatever the number of tiles it gives
+            view.advance(0)  # a stop signal takes effect between images
             picture = view.image(image)
             for name, row, rank, (top, left, bottom, right) in wanted[image]:
                 crops[(name, row, rank)] = np.array(picture[top:bottom, left:right])
         return [self._output(layer, view, tiles.get(layer.name), crops) for layer in view.layers]
 
-    def _output(self, layer, view: base.FinishView, rows: list | None, crops: dict) -> base.Output:
+    def _output(self, layer: ConvLayer, view: base.FinishView, rows: list | None, crops: dict) -> base.Output:
         p = self.params
         state = view.states.get(layer.name, {})
         if not state:
@@ -217,7 +221,7 @@ class TopPatches(base.Method):
         return base.Output(array, base.RowsPicture(picture_rows, header, p.tile_px), layer=layer.name, fields=fields)
 
 
-def usable_field(layer, state: dict):
+def usable_field(layer: ConvLayer, state: dict) -> ReceptiveField | None:
     """The layer's receptive field when it was traced for the input size the images had, else None."""
     field_ = getattr(layer, "receptive", None)
     if field_ is None or tuple(field_.input_size) != tuple(int(v) for v in state["input_size"]):
