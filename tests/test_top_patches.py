@@ -278,6 +278,22 @@ def test_the_plan_gives_each_image_its_index_in_the_whole_run_in_every_shard(com
 
 
 @pytest.mark.slow
+def test_a_shard_hands_its_methods_each_images_index_in_the_whole_run(tmp_path, photo_dir):
+    import json
+
+    from conftest import run_cli
+
+    out = tmp_path / "run"
+    args = ["models=[alexnet]", "weights=none", "layers=[first]", f"images=[{photo_dir}]", "predictions=false"]
+    args += ["plugins=[tests.toy_method]", "methods=[toy_energy]", "batch_size=1", "shard=1/2"]
+    proc = run_cli([*args, f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    photos = sorted(photo_dir.iterdir())
+    assert [(r["image_label"], r["index"]) for r in records] == [(photos[1].stem, 1)]
+
+
+@pytest.mark.slow
 def test_cli_top_patches_crops_are_the_photos_as_the_model_saw_them(tmp_path, photo_dir):
     import json
 
