@@ -6,6 +6,7 @@ over all images with ``feature_viz``'s rule; each crop is the input region its b
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -63,8 +64,11 @@ def gather(model: nn.Module, methods: list, x: torch.Tensor, batch_size: int, fi
     return states
 
 
-def finish(model: nn.Module, method, states: dict, x: torch.Tensor, reads: list | None = None) -> dict:
-    """The method's finish as the engine calls it: layers with their fields, images read again by global index."""
+def finish(
+    model: nn.Module, method, states: dict, x: torch.Tensor, reads: list | None = None, traced: bool = True
+) -> dict:
+    """The method's finish as the engine calls it: layers with their fields (unless not ``traced``), images read
+    again by global index."""
     pictures = sources(x)
 
     def load(index: int) -> np.ndarray:
@@ -72,7 +76,7 @@ def finish(model: nn.Module, method, states: dict, x: torch.Tensor, reads: list 
             reads.append(index)
         return pictures[index]
 
-    layers = with_fields(model, conv_layers(model), tuple(x.shape[-2:]))
+    layers = with_fields(model, conv_layers(model), tuple(x.shape[-2:])) if traced else conv_layers(model)
     view = Finish(model, INFO, layers, states, input_size=x.shape[-1], load_image=load, label_of=lambda i: f"img{i}")
     return {out.layer: out for out in method.finish(view)}
 
@@ -237,8 +241,13 @@ def test_merged_shard_states_equal_one_run_over_all_images_and_finish_the_same(c
     for layer, out in theirs.items():
         np.testing.assert_array_equal(ours[layer].array, out.array)
         assert ours[layer].fields == out.fields
+        assert json.loads(json.dumps(ours[layer].fields)) == out.fields  # manifest-ready: plain numbers
         assert ours[layer].picture.header == out.picture.header
         assert [r.title for r in ours[layer].picture.rows] == [r.title for r in out.picture.rows]
+    loaded = {layer: _savez_roundtrip(state) for layer, state in whole[tp.name].items()}  # as a partial reads
+    for out in finish(model, tp, loaded, x, traced=False).values():  # no receptive field: whole input
+        assert {tuple(t["box"]) for t in out.fields["tiles"]} == {(0, 0, 12, 12)}
+        assert json.loads(json.dumps(out.fields)) == out.fields
     assert tp.merge_states([{}, {}]) == {} and fv.merge_states([]) == {}
 
 
@@ -279,8 +288,6 @@ def test_the_plan_gives_each_image_its_index_in_the_whole_run_in_every_shard(com
 
 @pytest.mark.slow
 def test_a_shard_hands_its_methods_each_images_index_in_the_whole_run(tmp_path, photo_dir):
-    import json
-
     from conftest import run_cli
 
     out = tmp_path / "run"
@@ -295,8 +302,6 @@ def test_a_shard_hands_its_methods_each_images_index_in_the_whole_run(tmp_path, 
 
 @pytest.mark.slow
 def test_cli_top_patches_crops_are_the_photos_as_the_model_saw_them(tmp_path, photo_dir):
-    import json
-
     from conftest import run_cli
 
     from pipeline.images import load_image

@@ -83,7 +83,8 @@ def unit_of(key: int, h: int, w: int) -> tuple[int, int, int]:
 
 
 def whole_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
-    return 0, 0, size[0], size[1]
+    """The box of the whole input (a unit whose receptive field is unknown)."""
+    return 0, 0, int(size[0]), int(size[1])
 
 
 @dataclass(frozen=True)
