@@ -286,42 +286,45 @@ def test_the_plan_gives_each_image_its_index_in_the_whole_run_in_every_shard(com
             assert {image: plan.index()[image] for image in plan.images} == {im: expected[im] for im in plan.images}
 
 
-@pytest.mark.slow
-def test_a_shard_hands_its_methods_each_images_index_in_the_whole_run(tmp_path, photo_dir):
-    from conftest import run_cli
+def in_memory_run(compose_cfg, overrides: list[str]) -> list:
+    """The job ``python run.py OVERRIDES`` runs, on the same ModelRun, in this process and without files (the
+    Python API's path): its artefacts (manifest record and array)."""
+    from pipeline.api import _Collect
+    from pipeline.config import settings_from
+    from pipeline.engine.sweep import sweep_models
+    from pipeline.plan import make_plan
 
-    out = tmp_path / "run"
+    settings = settings_from(compose_cfg(overrides))
+    sink = _Collect(save_raw=False)
+    sweep_models(settings, make_plan(settings, check_weights=False), sink)
+    return sink.artefacts
+
+
+def test_a_shard_hands_its_methods_each_images_index_in_the_whole_run(compose_cfg, photo_dir):
+    import toy_method  # noqa: F401 - registers toy_energy, which records view.indices
+
     args = ["models=[alexnet]", "weights=none", "layers=[first]", f"images=[{photo_dir}]", "predictions=false"]
-    args += ["plugins=[tests.toy_method]", "methods=[toy_energy]", "batch_size=1", "shard=1/2"]
-    proc = run_cli([*args, f"hydra.run.dir={out}"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    found = in_memory_run(compose_cfg, [*args, "methods=[toy_energy]", "batch_size=1", "shard=1/2"])
     photos = sorted(photo_dir.iterdir())
-    assert [(r["image_label"], r["index"]) for r in records] == [(photos[1].stem, 1)]
+    assert [(a.record["image_label"], a.record["index"]) for a in found] == [(photos[1].stem, 1)]
 
 
-@pytest.mark.slow
-def test_cli_top_patches_crops_are_the_photos_as_the_model_saw_them(tmp_path, photo_dir):
-    from conftest import run_cli
-
+def test_a_run_crops_the_photos_as_the_model_saw_them(compose_cfg, photo_dir):
     from pipeline.images import load_image
     from pipeline.models import load_model, resolve_weights
     from pipeline.models.custom import normalization
     from pipeline.render.figures import input_tile
 
-    out = tmp_path / "run"
     args = ["models=[alexnet]", "weights=none", "layers=[first,last]", f"images=[{photo_dir}]", "predictions=false"]
-    args += ["methods=[top_patches]", "top_patches.k=3", "top_patches.max_channels=2", "save_raw=true"]
-    proc = run_cli([*args, "batch_size=1", f"hydra.run.dir={out}"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
-    found = {r["layer"]: (r, np.load(out / r["raw"])) for r in records if r["status"] == "ok"}
+    args += ["methods=[top_patches]", "top_patches.k=3", "top_patches.max_channels=2", "batch_size=1"]
+    found = {a.record["layer"]: a for a in in_memory_run(compose_cfg, args) if a.ok}
     assert set(found) == {"features.0", "features.10"}
     loaded = load_model("alexnet", resolve_weights("alexnet", "none", seed=0))
     mean, std = normalization(loaded.transform)
     photos = sorted(photo_dir.iterdir())
     seen = [input_tile(loaded.transform(load_image(path)), mean, std) for path in photos]
-    for record, array in found.values():
+    for artefact in found.values():
+        record, array = artefact.record, artefact.array
         assert record["images_seen"] == 2 and len(record["tiles"]) == 2 * 3
         for t in record["tiles"]:
             top, left, bottom, right = t["box"]
