@@ -182,6 +182,18 @@ def test_channels_are_picked_over_all_images_as_feature_viz_picks_them():
         assert [row.title[0] for row in ours[layer].picture.rows] == [f"ch {c}" for c in expected]
 
 
+def test_explicit_channels_follow_feature_viz_and_negative_ones_are_refused_at_the_door():
+    from pipeline.errors import UserError
+    from pipeline.methods.params import parse_params
+
+    model, x = tiny(), images(4)
+    found = run_top_patches(model, x, 2, k=2, channels=(4, 1, 4, 9))  # layer "0" has 4 channels, layer "2" has 5
+    assert found["0"].fields["channels"] == [1] and found["2"].fields["channels"] == [4, 1]
+    assert [row.title[0] for row in found["2"].picture.rows] == ["ch 4", "ch 1"]
+    with pytest.raises(UserError, match=r"top_patches.channels\[0\]: -1 is below the minimum 0"):
+        parse_params(Params, {"channels": [-1]}, "top_patches")
+
+
 def test_crops_are_the_input_region_their_box_names_read_once_per_image():
     model, x = tiny(), images()
     reads: list[int] = []

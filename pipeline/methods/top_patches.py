@@ -90,7 +90,9 @@ def whole_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
 @dataclass(frozen=True)
 class Params(base.Params):
     k: int = field(default=9, metadata={"min": 1, "max": 100, "help": "top units per channel over all images"})
-    channels: tuple[int, ...] | None = None  # or an explicit list of channel indices
+    channels: tuple[int, ...] | None = field(
+        default=None, metadata={"min": 0, "help": "channels to show (null: select); as feature_viz's"}
+    )
     max_channels: int = field(default=16, metadata={"min": 1, "max": 512, "help": "channels shown (no list)"})
     select: Literal["auto", "active", "first"] = "auto"  # auto/active: highest mean activation over all images
     tile_px: int = field(default=80, metadata={"min": 16, "max": 2048})
