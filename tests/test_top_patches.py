@@ -16,6 +16,7 @@ from torch import nn
 from pipeline.engine.finish import Finish
 from pipeline.engine.shared import Batch
 from pipeline.engine.work import BatchWork, with_fields
+from pipeline.methods import base
 from pipeline.methods._channels import select_channels
 from pipeline.methods.base import ModelInfo
 from pipeline.methods.feature_viz import FeatureViz
@@ -298,25 +299,40 @@ def test_the_plan_gives_each_image_its_index_in_the_whole_run_in_every_shard(com
             assert {image: plan.index()[image] for image in plan.images} == {im: expected[im] for im in plan.images}
 
 
-def in_memory_run(compose_cfg, overrides: list[str]) -> list:
-    """The job ``python run.py OVERRIDES`` runs, on the same ModelRun, in this process and without files (the
-    Python API's path): its artefacts (manifest record and array)."""
+class IndexProbe(base.Method):
+    """Per (layer, image): records ``view.indices`` (a test-local method, never registered)."""
+
+    name = "index_probe"
+
+    def for_layer_batch(self, view: base.LayerView) -> list[base.Output]:
+        picture = base.Picture([], "", self.params.tile_px)
+        return [
+            base.Output(np.zeros(1), picture, image=i, layer=view.layer.name, fields={"index": view.indices[i]})
+            for i in range(len(view.indices))
+        ]
+
+
+def in_memory_run(compose_cfg, overrides: list[str], methods: list | None = None) -> list:
+    """The job ``python run.py OVERRIDES`` runs (with ``methods`` instead when given), on the same ModelRun, in
+    this process and without files (the Python API's path): its artefacts (manifest record and array)."""
+    import dataclasses
+
     from pipeline.api import _Collect
     from pipeline.config import settings_from
     from pipeline.engine.sweep import sweep_models
     from pipeline.plan import make_plan
 
     settings = settings_from(compose_cfg(overrides))
+    if methods is not None:
+        settings = dataclasses.replace(settings, methods=methods)
     sink = _Collect(save_raw=False)
     sweep_models(settings, make_plan(settings, check_weights=False), sink)
     return sink.artefacts
 
 
 def test_a_shard_hands_its_methods_each_images_index_in_the_whole_run(compose_cfg, photo_dir):
-    import toy_method  # noqa: F401 - registers toy_energy, which records view.indices
-
     args = ["models=[alexnet]", "weights=none", "layers=[first]", f"images=[{photo_dir}]", "predictions=false"]
-    found = in_memory_run(compose_cfg, [*args, "methods=[toy_energy]", "batch_size=1", "shard=1/2"])
+    found = in_memory_run(compose_cfg, [*args, "methods=[feature_maps]", "batch_size=1", "shard=1/2"], [IndexProbe()])
     photos = sorted(photo_dir.iterdir())
     assert [(a.record["image_label"], a.record["index"]) for a in found] == [(photos[1].stem, 1)]
 

@@ -28,7 +28,7 @@ class ToyEnergy(base.Method):
                 picture=base.Picture([base.MapTile(energy[i], "energy")], "channel-summed energy", self.params.tile_px),
                 image=i,
                 layer=view.layer.name,
-                fields={"power": self.params.power, "index": view.indices[i]},
+                fields={"power": self.params.power},
             )
             for i in range(len(energy))
         ]
