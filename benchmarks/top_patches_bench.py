@@ -2,7 +2,7 @@
 
 Usage (from the repository root, with the project's virtualenv):
 
-    python benchmarks/top_patches_bench.py --images 500 2000 --json top_patches.json
+    OMP_NUM_THREADS=1 python benchmarks/top_patches_bench.py --images 500 2000 --together --json top_patches.json
 
 The images are derived offline from the sample photos (matplotlib's grace_hopper, scikit-image's colour data
 photos): seeded random crops of 50-100 % of the side, half of them flipped, saved as 256-px JPEGs. For each count:

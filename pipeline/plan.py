@@ -57,6 +57,11 @@ class Plan:
     methods: list[Method]
     names: dict[Path, str] = field(default_factory=dict)  # as the files are named (unicode kept): for people
     per_layer: bool = True  # makes the per-layer artefacts (False on shards other than 0, see ``shard_of``)
+    all_images: list[Path] = field(default_factory=list)  # the run's full image list, before ``shard`` cut it
+
+    def index(self) -> dict[Path, int]:
+        """Each image's global index: its place in the run's full image list (the same in every shard)."""
+        return {image: i for i, image in enumerate(self.all_images or self.images)}
 
     def name(self, image: Path) -> str:
         return self.names.get(image) or self.labels[image]
@@ -151,4 +156,5 @@ def make_plan(
         methods=settings.methods,
         names=image_names(images),
         per_layer=settings.shard is None or settings.shard[0] == 0,
+        all_images=list(images),
     )

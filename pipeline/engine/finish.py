@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +34,9 @@ class Finish:
     seed: int = 0
     input_size: int = 224
     on_advance: Callable[[int], None] = field(default=lambda units: None, repr=False)
+    # the source picture of a global image index (HxWx3 uint8, as ``view.sources`` had it), and its label
+    load_image: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
+    label_of: Callable[[int], str] | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -48,6 +52,16 @@ class Finish:
         with torch.enable_grad():
             run_capturing(self.module, x, list(dict.fromkeys(layers)), lambda n, out: found.__setitem__(n, out.clone()))
         return found
+
+    def image(self, index: int) -> np.ndarray:
+        """The run's image ``index`` (its place in the full image list) as the methods saw it in ``view.sources``."""
+        if self.load_image is None:
+            raise RuntimeError("this finish has no image loader: the run's images cannot be read again")
+        return self.load_image(int(index))
+
+    def label(self, index: int) -> str:
+        """The short name of the run's image ``index`` (its file-name label; ``#index`` when unknown)."""
+        return self.label_of(int(index)) if self.label_of is not None else f"#{int(index)}"
 
     def advance(self, units: int) -> None:
         self.on_advance(units)

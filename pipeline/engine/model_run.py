@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.config import Settings
@@ -23,7 +24,7 @@ from pipeline.engine.inputs import fit_input
 from pipeline.engine.memory import auto_batch, inference_chunk
 from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
-from pipeline.engine.work import BatchWork, layer_outputs, needs_of
+from pipeline.engine.work import BatchWork, layer_outputs, needs_of, with_fields
 from pipeline.images import ImageReadError, prepare
 from pipeline.methods.base import Method, ModelInfo, Output, Scope
 from pipeline.models.custom import normalization
@@ -115,9 +116,11 @@ class ModelRun:
     transform_input: bool | None = None  # googlenet / inception_v3: how the loaded model transforms its input
     batch_size: int | None = None  # images per pass (decided here when batch_size is auto)
     chunk: int | None = None  # inputs per inference forward for methods that read others' outputs
+    input_hw: tuple[int, int] | None = None  # the (H, W) the model's batches were fed (receptive fields at finish)
 
     def __post_init__(self) -> None:
         self.methods = {m.name: m for m in self.plan.methods}
+        self.index = self.plan.index()  # image -> global index (its place before any shard)
         self.layer_todo = {
             m.name: [layer for layer in self.mp.layers if self._key(m, layer.name, None) not in self.verified]
             for m in self.plan.methods
@@ -313,7 +316,18 @@ class ModelRun:
 
         info = model_info(self.loaded, self.mp)
         side = input_side(self.loaded.transform)
-        view = Finish(self.loaded.module, info, layers, states, self.settings.seed, side, advance)
+        layers = with_fields(self.loaded.module, layers, self.input_hw or (side, side))
+        view = Finish(
+            self.loaded.module,
+            info,
+            layers,
+            states,
+            self.settings.seed,
+            side,
+            advance,
+            load_image=self.source,
+            label_of=self.label,
+        )
         try:
             outputs = method.finish(view)
         except Exception as exc:  # noqa: BLE001 - a failing method fails only its own artefacts
@@ -323,6 +337,18 @@ class ModelRun:
             return
         self.finished[method.name] = {output.layer: output for output in outputs if output.layer}
         self.emit([], method, outputs)
+
+    def source(self, index: int) -> np.ndarray:
+        """The run's image of global ``index`` read again, as a batch's ``sources`` showed it (uint8 [H, W, 3])."""
+        image = (self.plan.all_images or self.plan.images)[index]
+        tensor, _ = prepare(image, self.loaded.transform, self.settings.max_image_pixels)
+        info = model_info(self.loaded, self.mp)
+        _, shown, info = fit_input(tensor.unsqueeze(0).to(self.loaded.device), self.loaded.module, info)
+        return input_tile(shown[0], info.mean, info.std)
+
+    def label(self, index: int) -> str:
+        """The file-name label of the run's image of global ``index``."""
+        return self.plan.labels[(self.plan.all_images or self.plan.images)[index]]
 
     def _read(self, image: Path) -> torch.Tensor | None:
         """The image preprocessed for this model, or None (its artefacts failed, the reason said once per run)."""
@@ -361,6 +387,7 @@ class ModelRun:
         info = model_info(self.loaded, self.mp)
         x, shown, info = fit_input(torch.stack([t for _, t in kept]).to(self.loaded.device), self.loaded.module, info)
         sources = [input_tile(t, info.mean, info.std) for t in shown]
+        self.input_hw = (int(x.shape[-2]), int(x.shape[-1]))
         fresh = any(key not in self.verified for key in self.plan.artefacts(self.mp, images))
         gathered = copy.deepcopy(self.states)  # what the states were before this pass, should it run out of memory
         if gather_only:
@@ -382,7 +409,8 @@ class ModelRun:
         batch = None
         try:
             labels = [self.plan.labels[i] for i in images]
-            batch = Batch(info, x, sources, labels, seed=self.settings.seed, chunk=self._chunk())
+            indices = [self.index[i] for i in images]
+            batch = Batch(info, x, sources, labels, seed=self.settings.seed, chunk=self._chunk(), indices=indices)
             logits = work.run(batch)
             if not gather_only:
                 self.predictions(logits, images)

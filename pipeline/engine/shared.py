@@ -117,6 +117,13 @@ class Batch:
     chunk: int = 32
     module: nn.Module | None = field(default=None, repr=False)
     runner: Callable | None = field(default=None, repr=False)  # BatchWork's rerun, bound to this pass
+    indices: list[int] = field(default_factory=list)  # each image's index in the run's full image list
+
+    def __post_init__(self) -> None:
+        if not self.indices:  # a batch on its own (the Python API, tests): its images are 0, 1, 2 ...
+            self.indices = list(range(len(self.sources)))
+        if len(self.indices) != len(self.sources):
+            raise ValueError(f"{len(self.indices)} image indices for a batch of {len(self.sources)} images")
 
     def logits_of(self, inputs: torch.Tensor) -> torch.Tensor:
         raise_if_stopped()  # a place a long scoring loop stops at

@@ -108,7 +108,9 @@ class BatchWork:
         def emit(method: Method, outputs: list[Output]) -> None:
             made.extend((method, output) for output in outputs)
 
-        fresh = Batch(batch.model, batch.x, batch.sources, batch.labels, seed=batch.seed, chunk=batch.chunk)
+        fresh = Batch(
+            batch.model, batch.x, batch.sources, batch.labels, seed=batch.seed, chunk=batch.chunk, indices=batch.indices
+        )
         fresh.explain = classes
         BatchWork(module, layers, methods, emit, fail, strategy=self.strategy).run(fresh)
         return made
@@ -150,9 +152,11 @@ class BatchWork:
         return outputs
 
 
-def with_fields(module: torch.nn.Module, layers: list[ConvLayer], x: torch.Tensor) -> list[ConvLayer]:
-    """The layers with their receptive fields for inputs the size of ``x`` (traced once per model and size)."""
-    fields = receptive_fields(module, (int(x.shape[-2]), int(x.shape[-1])))
+def with_fields(module: torch.nn.Module, layers: list[ConvLayer], x: torch.Tensor | tuple[int, int]) -> list[ConvLayer]:
+    """The layers with their receptive fields for inputs the size of ``x`` (or of that (H, W); traced once per
+    model and size)."""
+    size = tuple(x) if isinstance(x, tuple) else tuple(x.shape[-2:])
+    fields = receptive_fields(module, (int(size[0]), int(size[1])))
     return [dataclasses.replace(layer, receptive=fields.get(layer.name)) for layer in layers]
 
 
@@ -198,9 +202,19 @@ def run_methods(
     image_methods = [m for m in methods if m.scope is not Scope.LAYER]
     n = x.shape[0]
     blank = np.zeros((*x.shape[-2:], 3), dtype=np.uint8)
+    sources, labels = sources or [blank] * n, labels or [str(i) for i in range(n)]
 
     def batch() -> Batch:
-        return Batch(info, x, sources or [blank] * n, labels or [str(i) for i in range(n)], seed=seed)
+        return Batch(info, x, sources, labels, seed=seed)
+
+    def finish(method: Method) -> dict[str, Output]:
+        finish_layers = with_fields(module, [layer for layer in layers if layer.name in states[method.name]], x)
+        side = input_side(None, x.shape[-1])
+        view = Finish(module, info, finish_layers, states[method.name], seed, side, load_image=sources.__getitem__)
+        view.label_of = labels.__getitem__
+        outputs = method.finish(view)
+        emit(method, outputs)
+        return {output.layer: output for output in outputs if output.layer}
 
     # as a sweep: readers of other outputs see the gathering methods' finished outputs, so those gather first
     first = bool(gatherers) and any(m.reads_outputs for m in image_methods)
@@ -208,18 +222,10 @@ def run_methods(
     if first:
         BatchWork(module, layers, gatherers, emit, fail, strategy=strategy, states=states).run(batch())
     for method in gatherers if first else []:
-        finished[method.name] = _finish(method, module, info, layers, states, seed, x, emit)
+        finished[method.name] = finish(method)
     if image_methods or (gatherers and not first):
         work = image_methods + ([] if first else gatherers)
         BatchWork(module, layers, work, emit, fail, strategy=strategy, states=states, finished=finished).run(batch())
     for method in [] if first else gatherers:
-        _finish(method, module, info, layers, states, seed, x, emit)
+        finish(method)
     return made
-
-
-def _finish(method: Method, module, info: ModelInfo, layers, states, seed: int, x, emit: Emit) -> dict[str, Output]:
-    finish_layers = [layer for layer in layers if layer.name in states[method.name]]
-    view = Finish(module, info, finish_layers, states[method.name], seed, input_side(None, x.shape[-1]))
-    outputs = method.finish(view)
-    emit(method, outputs)
-    return {output.layer: output for output in outputs if output.layer}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 SELECT = ("auto", "active", "first")
@@ -38,3 +40,18 @@ def select_channels(
     mean = mean_activation.detach().float().cpu().flatten()
     order = sorted(range(count), key=lambda c: (-float(mean[c]), c))
     return order[:take]
+
+
+def choose(p: Any, out_channels: int, state: dict) -> tuple[list[int], str]:
+    """The channels a per-channel picture shows at a layer, and how they were picked (``list``, ``active`` or
+    ``first``): ``p.channels`` when set (those below ``out_channels``), else ``p.max_channels`` by ``p.select``,
+    ``active`` ranking the mean activation over every image the run gathered (``state``: ``mean``, the sum of
+    each image's channel means, and ``count``). ``feature_viz`` and ``top_patches`` both pick with it."""
+    if p.channels is not None:
+        return [c for c in dict.fromkeys(p.channels) if c < out_channels], "list"
+    mean = torch.as_tensor(np.asarray(state["mean"]) / int(state["count"])) if state else None
+    rule = p.select if mean is not None else "first"
+    picked = select_channels(mean, None, p.max_channels, rule, count=out_channels)
+    if p.select == "active" and mean is None:
+        return picked, "active (no images: first)"
+    return picked, "first" if rule == "first" else "active"

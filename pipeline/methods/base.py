@@ -227,6 +227,7 @@ class BatchView(Protocol):
     x: torch.Tensor  # [N, 3, H, W], preprocessed
     sources: list[np.ndarray]  # each image as the model saw it, uint8 [H, W, 3]
     labels: list[str]  # each image's short name
+    indices: list[int]  # each image's index in the run's full image list (before any shard): rankings use it
     logits: torch.Tensor | None  # [N, classes] when some method needs them (or predictions are on)
     layers: list[ConvLayer]  # the requested layers, in model order
     scratch: dict[str, Any]  # a method's own state across the layers of this batch, under its name
@@ -294,6 +295,15 @@ class FinishView(Protocol):
         """A differentiable forward of preprocessed ``x`` [B, 3, H, W] that stops after the deepest of ``layers``:
         each conv's own output (before any in-place activation), attached to the graph of ``x``. The model's
         parameters stay frozen and no hook outlives the call."""
+        ...
+
+    def image(self, index: int) -> np.ndarray:
+        """The run's image of global index ``index``, uint8 [H, W, 3] exactly as ``BatchView.sources`` had it
+        (read again from its file: a method keeps indices, not pictures, across batches)."""
+        ...
+
+    def label(self, index: int) -> str:
+        """The short name of the run's image of global index ``index``."""
         ...
 
     def advance(self, units: int) -> None:

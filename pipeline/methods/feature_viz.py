@@ -15,7 +15,7 @@ import torch
 
 from pipeline.methods import _optvis as ov
 from pipeline.methods import base
-from pipeline.methods._channels import select_channels
+from pipeline.methods._channels import choose
 from pipeline.methods.params import changed
 from pipeline.methods.registry import register
 
@@ -51,19 +51,6 @@ class Sample:
 def key_params(p: Params) -> tuple:
     """The parameters a picture depends on (not which channels or how many share its batch)."""
     return (p.objective, p.param, p.transforms, p.size, p.steps, p.lr)
-
-
-def choose(p: Params, out_channels: int, state: dict) -> tuple[list[int], str]:
-    """The channels to show at a layer (the rule ``top_patches`` uses too) and how they were picked (``list``,
-    ``active`` or ``first``)."""
-    if p.channels is not None:
-        return [c for c in dict.fromkeys(p.channels) if c < out_channels], "list"
-    mean = torch.as_tensor(state["mean"] / state["count"]) if state else None
-    rule = p.select if mean is not None else "first"
-    picked = select_channels(mean, None, p.max_channels, rule, count=out_channels)
-    if p.select == "active" and mean is None:
-        return picked, "active (no images: first)"
-    return picked, "first" if rule == "first" else "active"
 
 
 def objective_values(feats: dict[str, torch.Tensor], samples: list[Sample], objective: str) -> torch.Tensor:
@@ -215,3 +202,15 @@ class FeatureViz(base.Method):
             fields={"channels": channels, "activation": reached, "natural_max": natural, "ratio": ratio},
             params={"select": how},
         )
+
+    def merge_states(self, states: list[dict]) -> dict:
+        """The state one run over every image would have gathered, from its shards' states (in order): the
+        mean-sums and counts add, the maxima take the larger."""
+        full = [s for s in states if s]
+        if not full:
+            return {}
+        merged = {key: np.asarray(full[0][key], np.float64) for key in ("mean", "max")}
+        for s in full[1:]:
+            merged["mean"] = merged["mean"] + np.asarray(s["mean"], np.float64)
+            merged["max"] = np.maximum(merged["max"], np.asarray(s["max"], np.float64))
+        return {**merged, "count": sum(int(s["count"]) for s in full)}
