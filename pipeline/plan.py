@@ -57,6 +57,7 @@ class Plan:
     methods: list[Method]
     names: dict[Path, str] = field(default_factory=dict)  # as the files are named (unicode kept): for people
     per_layer: bool = True  # makes the per-layer artefacts (False on shards other than 0, see ``shard_of``)
+    shard: tuple[int, int] | None = None  # (i, n): gatherers write partial states, merged later (engine.shards)
 
     def name(self, image: Path) -> str:
         return self.names.get(image) or self.labels[image]
@@ -76,12 +77,21 @@ class Plan:
         for mp in [model] if model is not None else self.models:
             if images is None and self.per_layer:
                 for method in self.methods:
-                    if method.scope is Scope.LAYER:
+                    if method.scope is Scope.LAYER and not (self.shard and method.gathers):
                         yield from (ArtefactKey(mp.name, method.name, layer.name, None) for layer in mp.layers)
             for image in self.images if images is None else images:
                 for method in self.image_methods():
                     layers = [layer.name for layer in mp.layers] if method.scope is Scope.LAYER_IMAGE else [None]
                     yield from (ArtefactKey(mp.name, method.name, layer, image) for layer in layers)
+
+    def merged(self, model: ModelPlan | None = None) -> Iterator[ArtefactKey]:
+        """The per-layer artefacts of gathering methods that a sharded run leaves to the merge step (which writes
+        them into shard 0's folder): none on other shards or without a shard."""
+        if self.shard is None or self.shard[0] != 0:
+            return
+        for mp in [model] if model is not None else self.models:
+            for method in self.gatherers():
+                yield from (ArtefactKey(mp.name, method.name, layer.name, None) for layer in mp.layers)
 
     def count(self) -> int:
         return sum(1 for _ in self.artefacts())
@@ -151,4 +161,5 @@ def make_plan(
         methods=settings.methods,
         names=image_names(images),
         per_layer=settings.shard is None or settings.shard[0] == 0,
+        shard=settings.shard,
     )

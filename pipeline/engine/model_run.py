@@ -21,6 +21,7 @@ from pipeline.config import Settings
 from pipeline.engine.finish import Finish, input_side
 from pipeline.engine.inputs import fit_input
 from pipeline.engine.memory import auto_batch, inference_chunk
+from pipeline.engine.partials import partial_path, save_state
 from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
 from pipeline.engine.work import BatchWork, layer_outputs, needs_of
@@ -115,6 +116,7 @@ class ModelRun:
     transform_input: bool | None = None  # googlenet / inception_v3: how the loaded model transforms its input
     batch_size: int | None = None  # images per pass (decided here when batch_size is auto)
     chunk: int | None = None  # inputs per inference forward for methods that read others' outputs
+    partials: Path | None = None  # a shard's job folder: gatherers save their states there (engine.partials)
 
     def __post_init__(self) -> None:
         self.methods = {m.name: m for m in self.plan.methods}
@@ -125,6 +127,10 @@ class ModelRun:
         }
         if not self.plan.per_layer:  # another shard makes them
             self.layer_todo = {name: [] for name in self.layer_todo}
+        if self.plan.shard is not None and self.partials is not None:  # every shard gathers: layers not saved yet
+            for m in self.plan.gatherers():
+                saved = [layer for layer in self.mp.layers if partial_path(self.partials, m.name, layer.name).is_file()]
+                self.layer_todo[m.name] = [layer for layer in self.mp.layers if layer not in saved]
         # gathering methods with layers left to make: every batch runs again so that they see every image
         self.gathering = [m for m in self.plan.gatherers() if self.layer_todo[m.name]]
         self.states = {m.name: {layer.name: {} for layer in self.layer_todo[m.name]} for m in self.gathering}
@@ -161,7 +167,7 @@ class ModelRun:
         total = PICTURE * sum(len(layers) for layers in self.layer_todo.values())
         for method in self.gathering:
             todo = len(self.layer_todo[method.name])
-            total += method.finish_cost(todo) + compute_cost(method) * todo
+            total += compute_cost(method) * todo + (method.finish_cost(todo) if self.plan.shard is None else 0)
         for images in self.batches:
             total += FORWARD * len(images)
             keys = list(self.plan.artefacts(self.mp, images))
@@ -282,6 +288,9 @@ class ModelRun:
         if not layers:
             return
         raise_if_stopped()
+        if self.plan.shard is not None:  # a shard saves its states; the merge step finishes (engine.shards)
+            self.save_partials(method, [layer.name for layer in layers])
+            return
 
         def advance(units: int) -> None:
             self.progress.advance(units)
@@ -298,6 +307,15 @@ class ModelRun:
             self.fail_keys([self._key(method, layer.name, None) for layer in layers], error)
             return
         self.emit([], method, outputs)
+
+    def save_partials(self, method: Method, layers: list[str]) -> None:
+        """A shard's gathered states of ``method``, one file per layer; a layer that fails to save is recorded."""
+        for layer in layers:
+            try:
+                save_state(partial_path(self.partials, method.name, layer), self.states[method.name][layer])
+            except Exception as exc:  # noqa: BLE001 - e.g. a state that is not numbers: fails only its own artefact
+                self.fail_method([], method, layer, exc)
+            self.progress.advance(compute_cost(method))
 
     def _read(self, image: Path) -> torch.Tensor | None:
         """The image preprocessed for this model, or None (its artefacts failed, the reason said once per run)."""

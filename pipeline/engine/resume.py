@@ -99,7 +99,11 @@ def _intact(root: Path, line: dict) -> bool:
 
 def resume(root: Path, plan: Plan, expect: Expect, previous: dict) -> Resumed:
     """Verify the folder's manifest against ``plan``, rewrite it to the verified lines, and say what they are."""
-    keys = {(k.model, k.method, k.layer, None if k.image is None else str(k.image)): k for k in plan.artefacts()}
+    planned = set(plan.artefacts())
+    # a sharded run's shard 0 keeps the merge step's lines too (engine.shards), though it does not make them
+    keys = {
+        (k.model, k.method, k.layer, None if k.image is None else str(k.image)): k for k in [*planned, *plan.merged()]
+    }
     kept: dict[ArtefactKey, str] = {}
     lines = (root / MANIFEST).read_text(encoding="utf-8", errors="replace").splitlines()
     for text in lines:
@@ -117,12 +121,13 @@ def resume(root: Path, plan: Plan, expect: Expect, previous: dict) -> Resumed:
     write_bytes(root / MANIFEST, "".join(f"{text}\n" for text in kept.values()).encode("utf-8"))
     stale = remove_stale_temps(root)
     predictions = previous.get("predictions") if isinstance(previous.get("predictions"), dict) else {}
-    resumed = Resumed(kept, predictions, dropped=len(lines) - len(kept))
+    verified = {key: text for key, text in kept.items() if key in planned}
+    resumed = Resumed(verified, predictions, dropped=len(lines) - len(kept))
     log.info(
         "resuming in %s: %d of %d artefacts already there and intact%s",
         root,
-        len(kept),
-        len(keys),
+        len(verified),
+        len(planned),
         f"; {stale} half-written temp file(s) removed" if stale else "",
     )
     return resumed

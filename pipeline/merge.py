@@ -1,0 +1,116 @@
+"""``python -m pipeline.merge SWEEP_DIR``: finish the gathering methods of every sharded run in a sweep.
+
+The shard jobs of one run are those whose overrides differ only in ``shard=i/n``. Each saved its gathered states
+as partials (``engine.partials``); the merge folds them (``Method.merge_states``), finishes the methods with shard
+0's settings over the run's full image list, and writes their per-layer artefacts, with manifest lines, into
+shard 0's folder, which owns every per-layer artefact of the run. It also runs at a sweep's end, before the
+report (``report.callback``). A second merge makes nothing already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+
+from pipeline.config import settings_from
+from pipeline.engine.shards import merge_run, mergeable
+from pipeline.errors import UserError
+from pipeline.status import FAILED, OK, REFUSED, Interrupted, interrupted_code, stop_on_signals
+
+log = logging.getLogger("pipeline.merge")
+SHARD = re.compile(r"shard=(\d+)/(\d+)")
+OVERRIDES = ".hydra/overrides.yaml"
+CONFIG = "config.resolved.yaml"
+
+
+def shard_override(overrides: list[str]) -> tuple[int, int] | None:
+    """(i, n) of a job's ``shard=i/n`` override, else None (no shard, or ``shard=null``)."""
+    for item in overrides:
+        found = SHARD.fullmatch(item.replace(" ", ""))
+        if found:
+            return int(found.group(1)), int(found.group(2))
+    return None
+
+
+def _overrides(job_dir: Path) -> list[str]:
+    try:
+        data = yaml.safe_load((job_dir / OVERRIDES).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(item) for item in data] if isinstance(data, list) else []
+
+
+def sharded_runs(folder: Path) -> dict[tuple[tuple[str, ...], int], dict[int, Path]]:
+    """The sweep's sharded runs: (overrides but ``shard``, n) -> shard index -> job folder."""
+    runs: dict[tuple[tuple[str, ...], int], dict[int, Path]] = {}
+    for path in sorted(folder.glob(f"**/{OVERRIDES}")):
+        job_dir = path.parent.parent
+        overrides = _overrides(job_dir)
+        shard = shard_override(overrides)
+        if shard is not None:
+            key = (tuple(o for o in overrides if not o.startswith("shard=")), shard[1])
+            runs.setdefault(key, {})[shard[0]] = job_dir
+    return runs
+
+
+def merge_folder(folder: Path) -> int:
+    """Merge every sharded run under ``folder``; its exit status: 0, 1 when a run could not be merged (said in one
+    line each: a shard missing, a method failing)."""
+    code = OK
+    for (overrides, n), shards in sharded_runs(folder).items():
+        name = " ".join(overrides) or "(no overrides)"
+        missing = [i for i in range(n) if i not in shards]
+        try:
+            if 0 not in shards or not (shards[0] / CONFIG).is_file():
+                raise UserError(f"merge: {name}: shard 0/{n} has not run (no {CONFIG}); run it, then merge.")
+            settings = settings_from(OmegaConf.create(yaml.safe_load((shards[0] / CONFIG).read_text())))
+            if not mergeable(settings):
+                continue
+            if missing:
+                folders = ", ".join(f"{i}/{n}" for i in missing)
+                raise UserError(f"merge: {name}: shard(s) {folders} have not run; run them, then merge.")
+            written = merge_run(settings, [shards[i] for i in range(n)])
+        except UserError as exc:
+            log.error("%s", str(exc) if str(exc).startswith("merge: ") else f"merge: {name}: {exc}")
+            code = FAILED
+            continue
+        log.info("merge: %s: %d shard(s) merged into %s, %d artefact(s) written", name, n, shards[0], written)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Merge the sharded runs of the folder given on the command line, then bring its report up to date."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.merge",
+        description="Finish the gathering methods (top_patches, feature_viz) of the sharded runs (shard=i/n) of a "
+        "sweep folder: merge the shards' partial states and write the per-layer artefacts into shard 0's folder.",
+    )
+    parser.add_argument("folder", type=Path, help="a multirun sweep directory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.folder.is_dir():
+        print(f"error: merge: {args.folder} is not a directory", file=sys.stderr)
+        return REFUSED
+    with stop_on_signals():
+        try:
+            code = merge_folder(args.folder)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            log.warning("merge: stopped by %s; run it again to finish", getattr(exc, "name", "SIGINT"))
+            return interrupted_code(exc) or FAILED
+    from pipeline.report.build import sync_report  # the report reads shard 0's new manifest lines
+
+    try:
+        log.info("report: %s", sync_report(args.folder))
+    except Exception as exc:  # noqa: BLE001 - the report is a by-product; the merge's status stands
+        log.warning("report not brought up to date: %s", exc)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
