@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,16 @@ def _merge(folder: Path) -> subprocess.CompletedProcess:
     )
 
 
+def pictures(folder: Path, job: str, model: str = "alexnet") -> dict[str, bytes]:
+    """The PNGs a job's part of the report shows for ``model``: path inside its job folder -> bytes."""
+    text = (folder / "report" / "jobs" / job / f"{model}.js").read_text(encoding="utf-8")
+    found = {}
+    for path in set(re.findall(r'href=\\"\.\./\.\./([^"\\]+\.png)', text)):
+        job_dir, inner = path.split("/", 1)
+        found[inner] = (folder / job_dir / inner).read_bytes()
+    return found
+
+
 TOY = [
     "models=[alexnet]",
     "weights=none",
@@ -100,6 +111,13 @@ def test_shards_merged_equal_the_unsharded_run_idempotently_and_a_missing_shard_
         assert {p.name for p in (job / "partials" / "toy_peak").iterdir()} == {"features.0.npz", "features.10.npz"}
         assert load_state(job / "partials" / "toy_peak" / "features.0.npz")["seen"] == 1
 
+    # the report shows the shards as one job, with the unsharded job's artefacts and PNG bytes
+    page = (folder / "report" / "models" / "alexnet.html").read_text(encoding="utf-8")
+    assert "1 run(s) in 4 job(s) (sharded)" in page and "16 artefact(s) ok" in page
+    assert re.findall(r'<option value="(j-[^"]+)">', page) == ["j-0", "j-1"]  # the unsharded job and the shards
+    assert pictures(folder, "0") == pictures(folder, "1") and len(pictures(folder, "0")) == 8
+    assert "shard=1/3" not in (folder / "index.html").read_text(encoding="utf-8")
+
     # idempotent: a second merge makes nothing and leaves shard 0's manifest as it was
     before = (shards[0] / "manifest.jsonl").read_bytes()
     again = _merge(folder)
@@ -120,5 +138,6 @@ def test_shards_merged_equal_the_unsharded_run_idempotently_and_a_missing_shard_
     assert "1 artefact(s) written" in rerun.stderr, rerun.stderr[-2000:]
     assert rerun.stderr.count(", 0 written)") == 4, rerun.stderr[-2000:]
     same_artefacts(whole, manifest(*shards))
+    assert pictures(folder, "0") == pictures(folder, "1")
     status = json.loads((shards[0] / "job_status.json").read_text())
     assert status["status"] == "COMPLETED"
