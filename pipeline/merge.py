@@ -11,59 +11,43 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 
 import yaml
 from omegaconf import OmegaConf
 
-from pipeline.config import settings_from
-from pipeline.engine.shards import merge_run, mergeable
 from pipeline.errors import UserError
+from pipeline.report.jobs import find_job_dirs, job_overrides
+from pipeline.report.shards import shard_of
 from pipeline.status import FAILED, OK, REFUSED, Interrupted, interrupted_code, stop_on_signals
 
 log = logging.getLogger("pipeline.merge")
-SHARD = re.compile(r"shard=(\d+)/(\d+)")
-OVERRIDES = ".hydra/overrides.yaml"
 CONFIG = "config.resolved.yaml"
 
 
-def shard_override(overrides: list[str]) -> tuple[int, int] | None:
-    """(i, n) of a job's ``shard=i/n`` override, else None (no shard, or ``shard=null``)."""
-    for item in overrides:
-        found = SHARD.fullmatch(item.replace(" ", ""))
-        if found:
-            return int(found.group(1)), int(found.group(2))
-    return None
-
-
-def _overrides(job_dir: Path) -> list[str]:
-    try:
-        data = yaml.safe_load((job_dir / OVERRIDES).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return []
-    return [str(item) for item in data] if isinstance(data, list) else []
-
-
 def sharded_runs(folder: Path) -> dict[tuple[tuple[str, ...], int], dict[int, Path]]:
-    """The sweep's sharded runs: (overrides but ``shard``, n) -> shard index -> job folder."""
+    """The sharded runs under ``folder``: (overrides but ``shard``, n) -> shard index -> job folder."""
     runs: dict[tuple[tuple[str, ...], int], dict[int, Path]] = {}
-    for path in sorted(folder.glob(f"**/{OVERRIDES}")):
-        job_dir = path.parent.parent
-        overrides = _overrides(job_dir)
-        shard = shard_override(overrides)
-        if shard is not None:
-            key = (tuple(o for o in overrides if not o.startswith("shard=")), shard[1])
-            runs.setdefault(key, {})[shard[0]] = job_dir
+    for job_dir in find_job_dirs(folder):
+        found = shard_of(job_overrides(job_dir))
+        if found is not None:
+            rest, i, n = found
+            runs.setdefault((rest, n), {}).setdefault(i, job_dir)
     return runs
 
 
 def merge_folder(folder: Path) -> int:
     """Merge every sharded run under ``folder``; its exit status: 0, 1 when a run could not be merged (said in one
     line each: a shard missing, a method failing)."""
+    runs = sharded_runs(folder)
+    if not runs:
+        return OK
+    from pipeline.config import settings_from  # torch and the engine: only when there is something to merge
+    from pipeline.engine.shards import merge_run, mergeable
+
     code = OK
-    for (overrides, n), shards in sharded_runs(folder).items():
+    for (overrides, n), shards in runs.items():
         name = " ".join(overrides) or "(no overrides)"
         missing = [i for i in range(n) if i not in shards]
         try:
@@ -75,7 +59,9 @@ def merge_folder(folder: Path) -> int:
             if missing:
                 folders = ", ".join(f"{i}/{n}" for i in missing)
                 raise UserError(f"merge: {name}: shard(s) {folders} have not run; run them, then merge.")
-            written = merge_run(settings, [shards[i] for i in range(n)])
+            written, failed = merge_run(settings, [shards[i] for i in range(n)])
+            if failed:
+                raise UserError(f"{failed} merged artefact(s) failed, each listed with its reason in {shards[0]}")
         except UserError as exc:
             log.error("%s", str(exc) if str(exc).startswith("merge: ") else f"merge: {name}: {exc}")
             code = FAILED

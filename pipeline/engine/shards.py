@@ -10,7 +10,6 @@ artefacts with their manifest lines to shard 0's folder; what is already there a
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 from pipeline.config import Settings
@@ -24,8 +23,6 @@ from pipeline.output.files import exclusive
 from pipeline.output.manifest import Manifest, read_lines
 from pipeline.output.writer import Writer
 from pipeline.plan import ArtefactKey, Plan, make_plan
-
-log = logging.getLogger("pipeline.engine")
 
 
 def _done(root: Path, plan: Plan, settings: Settings) -> frozenset[ArtefactKey]:
@@ -51,20 +48,21 @@ def mergeable(settings: Settings) -> list[Method]:
     return [m for m in settings.methods if m.gathers]
 
 
-def merge_run(settings: Settings, roots: list[Path]) -> int:
+def merge_run(settings: Settings, roots: list[Path]) -> tuple[int, int]:
     """Merge the partials of the shard folders ``roots`` (shard i at ``roots[i]``) of one sharded run, made with
-    ``settings`` (shard 0's, any ``shard`` ignored), into ``roots[0]``; return how many artefacts were written.
+    ``settings`` (shard 0's, any ``shard`` ignored), into ``roots[0]``; return how many artefacts were written and
+    how many failed (each recorded in shard 0's manifest with its reason).
 
     Raises UserError, before any work, when a shard lacks a partial of a layer left to make."""
     methods = mergeable(settings)
     if not methods:
-        return 0
+        return 0, 0
     whole = dataclasses.replace(settings, methods=methods, shard=None)
     plan = make_plan(whole)  # the full image list, in the order the unsharded run has it
     done = _done(roots[0], plan, whole)
     todo = [key for key in plan.artefacts() if key not in done]
     if not todo:
-        return 0
+        return 0, 0
     for key in todo:
         for i, root in enumerate(roots):
             if not partial_path(root, key.method, key.layer).is_file():
@@ -76,7 +74,9 @@ def merge_run(settings: Settings, roots: list[Path]) -> int:
         return _finish(whole, plan, roots, done, len(todo))
 
 
-def _finish(settings: Settings, plan: Plan, roots: list[Path], done: frozenset[ArtefactKey], count: int) -> int:
+def _finish(
+    settings: Settings, plan: Plan, roots: list[Path], done: frozenset[ArtefactKey], count: int
+) -> tuple[int, int]:
     from pipeline.engine.sweep import loaded_ahead  # sweep imports this module's neighbours: no cycle at import
 
     with Manifest(roots[0] / MANIFEST) as manifest:
@@ -115,7 +115,4 @@ def _finish(settings: Settings, plan: Plan, roots: list[Path], done: frozenset[A
         finally:
             writer.close(cancel=stop is not None)
             progress.close()
-        failed = len(manifest.failed)
-        if failed:
-            log.error("merge: %d of %d merged artefacts failed (see %s)", failed, count, roots[0] / MANIFEST)
-        return manifest.ok
+        return manifest.ok, len(manifest.failed)

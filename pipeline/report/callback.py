@@ -179,9 +179,10 @@ class ReportCallback(Callback):
             record_late_stop(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Merge the sweep's sharded runs (pipeline.merge), then bring the whole report up to date."""
+        """Merge the sweep's sharded runs (pipeline.merge; also with report=false), then bring the whole report up
+        to date."""
+        merge_shards(report_folder(config))
         if self.enabled:
-            merge_shards(report_folder(config))
             rebuild(report_folder(config))
 
     @staticmethod
