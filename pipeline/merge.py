@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -59,6 +60,7 @@ def merge_folder(folder: Path) -> int:
             if missing:
                 folders = ", ".join(f"{i}/{n}" for i in missing)
                 raise UserError(f"merge: {name}: shard(s) {folders} have not run; run them, then merge.")
+            started = time.perf_counter()
             written, failed = merge_run(settings, [shards[i] for i in range(n)])
             if failed:
                 raise UserError(f"{failed} merged artefact(s) failed, each listed with its reason in {shards[0]}")
@@ -66,7 +68,15 @@ def merge_folder(folder: Path) -> int:
             log.error("%s", str(exc) if str(exc).startswith("merge: ") else f"merge: {name}: {exc}")
             code = FAILED
             continue
-        log.info("merge: %s: %d shard(s) merged into %s, %d artefact(s) written", name, n, shards[0], written)
+        seconds = time.perf_counter() - started
+        log.info(
+            "merge: %s: %d shard(s) merged into %s, %d artefact(s) written in %.1fs",
+            name,
+            n,
+            shards[0],
+            written,
+            seconds,
+        )
     return code
 
 
