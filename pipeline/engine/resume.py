@@ -84,12 +84,12 @@ def _plain(value: object) -> object:
     return json.loads(json.dumps(value, ensure_ascii=False, default=str))
 
 
-def _matches(line: dict, record: Record, png: str, raw: str | None) -> bool:
+def matches(line: dict, record: Record, png: str, raw: str | None) -> bool:
     want = _plain({**record.to_json(), "png": png, "raw": raw})
     return all(line.get(name) == want.get(name) for name in IDENTITY)
 
 
-def _intact(root: Path, line: dict) -> bool:
+def intact(root: Path, line: dict) -> bool:
     """Every file the line lists (png, raw, thumb, attached pictures) is on disk with its recorded size and sha256."""
     files = line.get("files") if isinstance(line.get("files"), dict) else {}
     roles = {"png", "raw", *files} - {None}
@@ -114,7 +114,7 @@ def resume(root: Path, plan: Plan, expect: Expect, previous: dict) -> Resumed:
         if not isinstance(line, dict) or line.get("status") != OK:
             continue
         key = keys.get((line.get("model"), line.get("method"), line.get("layer"), line.get("image")))
-        if key is None or not _matches(line, *expect(key)) or not _intact(root, line):
+        if key is None or not matches(line, *expect(key)) or not intact(root, line):
             continue
         kept.pop(key, None)  # the last good line of an artefact wins
         kept[key] = text

@@ -16,7 +16,7 @@ from pipeline.config import Settings
 from pipeline.engine.model_run import ModelRun, make_record, png_path
 from pipeline.engine.partials import load_state, partial_path
 from pipeline.engine.progress import PICTURE, Progress
-from pipeline.engine.resume import MANIFEST, _intact, _matches
+from pipeline.engine.resume import MANIFEST, intact, matches
 from pipeline.errors import UserError
 from pipeline.methods.base import Method
 from pipeline.output.files import exclusive
@@ -38,7 +38,7 @@ def _done(root: Path, plan: Plan, settings: Settings) -> frozenset[ArtefactKey]:
         mp, method = models[key.model], methods[key.method]
         png = png_path(plan, mp, method, key.layer, None)
         raw = str(Path(png).with_suffix(".npy")) if settings.save_raw else None
-        if _matches(line, make_record(plan, mp, method, key.layer, None), png, raw) and _intact(root, line):
+        if matches(line, make_record(plan, mp, method, key.layer, None), png, raw) and intact(root, line):
             found.add(key)
     return frozenset(found)
 
