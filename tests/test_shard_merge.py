@@ -21,6 +21,8 @@ from pipeline.config import check_shard
 from pipeline.engine.partials import load_state, save_state
 from pipeline.errors import UserError
 from pipeline.methods.base import Method
+from pipeline.report.shards import shard_groups, shown
+from pipeline.report.summary import JobSummary, runs
 
 
 def test_a_state_of_numbers_round_trips_and_objects_are_refused(tmp_path):
@@ -141,3 +143,20 @@ def test_shards_merged_equal_the_unsharded_run_idempotently_and_a_missing_shard_
     assert pictures(folder, "0") == pictures(folder, "1")
     status = json.loads((shards[0] / "job_status.json").read_text())
     assert status["status"] == "COMPLETED"
+
+
+def test_a_run_is_grouped_from_its_shard_0_and_counted_as_its_jobs():
+    jobs = [
+        ("0", ["m=a", "shard=null"]),
+        ("1", ["m=a", "shard=1/2"]),
+        ("2", ["m=a", "shard=0/2"]),
+        ("3", ["m=b", "shard=1/2"]),  # another config whose shard 0 has not run: not grouped
+        ("4", ["m=a", "shard=0/3"]),  # the same config cut in 3: another run
+    ]
+    assert shard_groups(jobs) == {"2": ["2", "1"], "4": ["4"]}
+    summaries = [JobSummary(rel, rel, "COMPLETED", overrides=o) for rel, o in jobs]
+    summaries[2].shards = ["2", "1"]
+    pages = shown(summaries)
+    assert [s.rel for s in pages] == ["0", "2", "3", "4"]
+    assert pages[1].overrides == ["m=a", "shard=*/2"] and summaries[2].overrides == ["m=a", "shard=0/2"]
+    assert runs(pages) == "2 run(s) in 5 job(s) (sharded)"
