@@ -81,16 +81,23 @@ def run(args: list[str], cwd: Path, preempt: int | None = None) -> dict:
 
 
 def _preempt(job: int, folder: Path, proc: subprocess.Popen) -> float | None:
+    """USR2 to one running instance of the task, once: scancel may say "Job can not be altered now" while a step
+    starts and still deliver, so a retry goes only to the same instance (same start time), never to its requeue
+    (which would die of the signal before submitit's handler is set)."""
+    first, started = None, None
     while proc.poll() is None:
         manifest = folder / str(job) / "manifest.jsonl"
         if manifest.is_file() and manifest.read_text().strip():
-            ids = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout.split()
-            task = next((i for i in ids if i.endswith(f"_{job}")), None)
-            # "Job can not be altered now" while a step starts: try again
-            if task and subprocess.run(["scancel", "--signal=USR2", task]).returncode == 0:
-                return time.time()
+            out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %S"], capture_output=True, text=True).stdout
+            task = next((line.split() for line in out.splitlines() if line.split()[0].endswith(f"_{job}")), None)
+            if task and started not in (None, task[1]):
+                return first  # requeued since the first try: that one was delivered
+            if task:
+                started, first = task[1], first or time.time()
+                if subprocess.run(["scancel", "--signal=USR2", task[0]]).returncode == 0:
+                    return first
         time.sleep(0.1)
-    return None
+    return first
 
 
 def jobs(folder: Path) -> list[dict]:
