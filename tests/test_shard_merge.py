@@ -160,3 +160,12 @@ def test_a_run_is_grouped_from_its_shard_0_and_counted_as_its_jobs():
     assert [s.rel for s in pages] == ["0", "2", "3", "4"]
     assert pages[1].overrides == ["m=a", "shard=*/2"] and summaries[2].overrides == ["m=a", "shard=0/2"]
     assert runs(pages) == "2 run(s) in 5 job(s) (sharded)"
+
+
+def test_merge_refuses_a_folder_that_is_not_there_in_one_line(tmp_path, capsys):
+    from pipeline.merge import main
+
+    assert main([str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "merge: " in err and "nowhere is not a directory" in err
+    assert main([str(tmp_path)]) == 0  # nothing sharded there: nothing to merge
