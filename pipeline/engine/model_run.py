@@ -164,7 +164,10 @@ class ModelRun:
 
     def cost(self) -> float:
         """The planned work of this model in progress units (see ``engine.progress``)."""
-        total = PICTURE * sum(len(layers) for layers in self.layer_todo.values())
+        pictures = {name: layers for name, layers in self.layer_todo.items()}
+        if self.plan.shard is not None:  # a shard's gatherers save partial states, no picture (engine.shards)
+            pictures = {name: layers for name, layers in pictures.items() if not self.methods[name].gathers}
+        total = PICTURE * sum(len(layers) for layers in pictures.values())
         for method in self.gathering:
             todo = len(self.layer_todo[method.name])
             total += compute_cost(method) * todo + (method.finish_cost(todo) if self.plan.shard is None else 0)
@@ -312,6 +315,8 @@ class ModelRun:
         """A shard's gathered states of ``method``, one file per layer; a layer that fails to save is recorded."""
         for layer in layers:
             try:
+                if self.partials is None:
+                    raise RuntimeError("a sharded run needs a job folder to save its partial states in")
                 save_state(partial_path(self.partials, method.name, layer), self.states[method.name][layer])
             except Exception as exc:  # noqa: BLE001 - e.g. a state that is not numbers: fails only its own artefact
                 self.fail_method([], method, layer, exc)
