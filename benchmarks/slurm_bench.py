@@ -4,6 +4,7 @@ Usage (root, from the repository root, with the project's virtualenv):
 
     python benchmarks/slurm_bench.py                       # 3-job sweep, 8 shards of 400 photos
     python benchmarks/slurm_bench.py --images 40 --json slurm.json
+    python benchmarks/slurm_bench.py --only shards --gather --images 16   # with a merged gathering method
 
 Figures, each run with both launchers in one go:
 
@@ -12,7 +13,9 @@ Figures, each run with both launchers in one go:
 - ``shards``: efficientnet_lite0 (its real weights), last 3 conv layers, feature maps and Grad-CAM, ``--images``
   photos (copies of the sample photos under new names) split with ``shard=i/8`` over 8 array tasks, against the
   same 8 shards run by the basic launcher. One task is preempted (``scancel --signal=USR2``) once it has written
-  an artefact: the time from the signal to its resume (the rerun's ``resuming in`` line) is measured.
+  an artefact: the time from the signal to its resume (the rerun's ``resuming in`` line) is measured. With
+  ``--gather`` the shards also run ``top_patches``: each saves partial states, and the sweep's end merges them
+  into shard 0 (``merge_s``, from the merge's own line).
 
 Per job: wall time (``sacct`` Elapsed on SLURM), the engine's own seconds (``run.json``), and their difference,
 the overhead a job pays (process start, imports, model load, submitit); peak memory per task (``sacct`` MaxRSS;
@@ -68,24 +71,33 @@ def run(args: list[str], cwd: Path, preempt: int | None = None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"run.py exited {proc.returncode}: {log.read_text()[-2000:]}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    merged = re.findall(r"merge: .* written in ([\d.]+)s", log.read_text())  # the sweep's end: gathering methods
     return {
         "wall_s": round(wall, 2),
         "peak_rss_mb": round(peak / 1024, 1) if peak > before else None,
         "signal": signalled,
+        "merge_s": float(merged[-1]) if merged else None,
     }
 
 
 def _preempt(job: int, folder: Path, proc: subprocess.Popen) -> float | None:
+    """USR2 to one running instance of the task, once: scancel may say "Job can not be altered now" while a step
+    starts and still deliver, so a retry goes only to the same instance (same start time), never to its requeue
+    (which would die of the signal before submitit's handler is set)."""
+    first, started = None, None
     while proc.poll() is None:
         manifest = folder / str(job) / "manifest.jsonl"
         if manifest.is_file() and manifest.read_text().strip():
-            ids = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout.split()
-            task = next((i for i in ids if i.endswith(f"_{job}")), None)
-            # "Job can not be altered now" while a step starts: try again
-            if task and subprocess.run(["scancel", "--signal=USR2", task]).returncode == 0:
-                return time.time()
+            out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %S"], capture_output=True, text=True).stdout
+            task = next((line.split() for line in out.splitlines() if line.split()[0].endswith(f"_{job}")), None)
+            if task and started not in (None, task[1]):
+                return first  # requeued since the first try: that one was delivered
+            if task:
+                started, first = task[1], first or time.time()
+                if subprocess.run(["scancel", "--signal=USR2", task[0]]).returncode == 0:
+                    return first
         time.sleep(0.1)
-    return None
+    return first
 
 
 def jobs(folder: Path) -> list[dict]:
@@ -156,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--only", nargs="+", choices=["sweep", "shards"], default=["sweep", "shards"])
+    parser.add_argument("--gather", action="store_true", help="shards also run top_patches (merged at the end)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     subprocess.run(["bash", str(ROOT / "cluster" / "start.sh")], check=True)
@@ -175,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         shards = ",".join(f"{i}/{args.shards}" for i in range(args.shards))
         batch = max(1, args.images // (2 * args.shards))  # shards are cut between batches: two or more each
         split = ["models=efficientnet_lite0", "layers=[-3,-2,-1]", *COMMON, f"images=[{photos}]", f"batch_size={batch}"]
+        if args.gather:  # a method that gathers over every image: shards save partials, the sweep's end merges them
+            split = [
+                o.replace("methods=[feature_maps,grad_cam]", "methods=[feature_maps,grad_cam,top_patches]")
+                for o in split
+            ]
         results = {"machine": machine(), "cluster_start_s": cluster_s, "images": args.images, "batch_size": batch}
         if "sweep" in args.only:
             results["sweep"] = figure("sweep", sweep, work)

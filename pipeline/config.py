@@ -201,19 +201,24 @@ def _model_kwargs(raw: Any, models: list[str]) -> dict[str, dict[str, Any]]:
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
+def _merges(method: Any) -> bool:
+    merges = getattr(method, "merges", None)
+    return bool(merges()) if callable(merges) else False
+
+
 def check_shard(value: Any, methods: list[Method]) -> tuple[int, int] | None:
-    """``shard: i/n`` as (i, n) with 0 <= i < n, or None; a method that needs every image (it gathers over the
-    run's images into one per-layer artefact) cannot be split and is refused with a shard."""
+    """``shard: i/n`` as (i, n) with 0 <= i < n, or None; a method that gathers over every image into one
+    per-layer artefact runs with a shard only if it can merge the shards' states (``Method.merge_states``)."""
     if value is None:
         return None
     found = _SHARD.fullmatch(str(value)) if not isinstance(value, bool) else None
     if found is None or not int(found.group(1)) < int(found.group(2)):
         raise UserError(f"shard: {value!r} is not i/n with 0 <= i < n (e.g. shard=0/8, or null for all images).")
-    gathering = [m.name for m in methods if getattr(m, "gathers", False)]
+    gathering = [m.name for m in methods if getattr(m, "gathers", False) and not _merges(m)]
     if gathering:
         raise UserError(
-            f"shard: {value!r} cannot split {', '.join(gathering)}, which needs every image of the run in one job; "
-            "run it without shard."
+            f"shard: {value!r} cannot split {', '.join(gathering)}, which needs every image of the run in one job "
+            "and cannot merge shards; run it without shard."
         )
     return int(found.group(1)), int(found.group(2))
 

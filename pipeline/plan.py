@@ -63,6 +63,8 @@ class Plan:
         """Each image's global index: its place in the run's full image list (the same in every shard)."""
         return {image: i for i, image in enumerate(self.all_images or self.images)}
 
+    shard: tuple[int, int] | None = None  # (i, n): gatherers write partial states, merged later (engine.shards)
+
     def name(self, image: Path) -> str:
         return self.names.get(image) or self.labels[image]
 
@@ -81,12 +83,21 @@ class Plan:
         for mp in [model] if model is not None else self.models:
             if images is None and self.per_layer:
                 for method in self.methods:
-                    if method.scope is Scope.LAYER:
+                    if method.scope is Scope.LAYER and not (self.shard and method.gathers):
                         yield from (ArtefactKey(mp.name, method.name, layer.name, None) for layer in mp.layers)
             for image in self.images if images is None else images:
                 for method in self.image_methods():
                     layers = [layer.name for layer in mp.layers] if method.scope is Scope.LAYER_IMAGE else [None]
                     yield from (ArtefactKey(mp.name, method.name, layer, image) for layer in layers)
+
+    def merged(self, model: ModelPlan | None = None) -> Iterator[ArtefactKey]:
+        """The per-layer artefacts of gathering methods that a sharded run leaves to the merge step (which writes
+        them into shard 0's folder): none on other shards or without a shard."""
+        if self.shard is None or self.shard[0] != 0:
+            return
+        for mp in [model] if model is not None else self.models:
+            for method in self.gatherers():
+                yield from (ArtefactKey(mp.name, method.name, layer.name, None) for layer in mp.layers)
 
     def count(self) -> int:
         return sum(1 for _ in self.artefacts())
@@ -157,4 +168,5 @@ def make_plan(
         names=image_names(images),
         per_layer=settings.shard is None or settings.shard[0] == 0,
         all_images=list(images),
+        shard=settings.shard,
     )

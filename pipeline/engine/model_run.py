@@ -22,6 +22,7 @@ from pipeline.config import Settings
 from pipeline.engine.finish import Finish, input_side
 from pipeline.engine.inputs import fit_input
 from pipeline.engine.memory import auto_batch, inference_chunk
+from pipeline.engine.partials import partial_path, save_state
 from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
 from pipeline.engine.work import BatchWork, layer_outputs, needs_of, with_fields
@@ -117,6 +118,7 @@ class ModelRun:
     batch_size: int | None = None  # images per pass (decided here when batch_size is auto)
     chunk: int | None = None  # inputs per inference forward for methods that read others' outputs
     input_hw: tuple[int, int] | None = None  # the (H, W) the model's batches were fed (receptive fields at finish)
+    partials: Path | None = None  # a shard's job folder: gatherers save their states there (engine.partials)
 
     def __post_init__(self) -> None:
         self.methods = {m.name: m for m in self.plan.methods}
@@ -128,14 +130,17 @@ class ModelRun:
         }
         if not self.plan.per_layer:  # another shard makes them
             self.layer_todo = {name: [] for name in self.layer_todo}
+        if self.plan.shard is not None and self.partials is not None:  # every shard gathers: layers not saved yet
+            for m in self.plan.gatherers():
+                saved = [layer for layer in self.mp.layers if partial_path(self.partials, m.name, layer.name).is_file()]
+                self.layer_todo[m.name] = [layer for layer in self.mp.layers if layer not in saved]
         # A per-image method that reads others' outputs (e.g. a depth overview) and is still to make sees the
         # gathering methods' finished outputs: they gather in a forward-only pass over every batch and finish
         # first, then the per-image pass runs. On a rerun they are made again for it (in memory; what is on
         # disk is not rewritten), so a remade reader is the same as the first one.
-        readers = self._readers_pending()
+        readers = self._readers_pending() and self.plan.per_layer and self.plan.shard is None
         self.finish_layers = {
-            m.name: list(self.mp.layers) if readers and self.plan.per_layer else self.layer_todo[m.name]
-            for m in self.plan.gatherers()
+            m.name: list(self.mp.layers) if readers else self.layer_todo[m.name] for m in self.plan.gatherers()
         }
         # gathering methods with layers left to make: every batch runs again so that they see every image
         self.gathering = [m for m in self.plan.gatherers() if self.finish_layers[m.name]]
@@ -178,10 +183,13 @@ class ModelRun:
 
     def cost(self) -> float:
         """The planned work of this model in progress units (see ``engine.progress``)."""
-        total = PICTURE * sum(len(layers) for layers in self.layer_todo.values())
+        pictures = {name: layers for name, layers in self.layer_todo.items()}
+        if self.plan.shard is not None:  # a shard's gatherers save partial states, no picture (engine.shards)
+            pictures = {name: layers for name, layers in pictures.items() if not self.methods[name].gathers}
+        total = PICTURE * sum(len(layers) for layers in pictures.values())
         for method in self.gathering:
             todo = len(self.finish_layers[method.name])
-            total += method.finish_cost(todo) + compute_cost(method) * todo
+            total += compute_cost(method) * todo + (method.finish_cost(todo) if self.plan.shard is None else 0)
         total += FORWARD * sum(len(images) for images in self.gather_batches)
         for images in self.batches:
             total += FORWARD * len(images)
@@ -309,6 +317,9 @@ class ModelRun:
         if not layers:
             return
         raise_if_stopped()
+        if self.plan.shard is not None:  # a shard saves its states; the merge step finishes (engine.shards)
+            self.save_partials(method, [layer.name for layer in layers])
+            return
 
         def advance(units: int) -> None:
             self.progress.advance(units)
@@ -349,6 +360,17 @@ class ModelRun:
     def label(self, index: int) -> str:
         """The file-name label of the run's image of global ``index``."""
         return self.plan.labels[(self.plan.all_images or self.plan.images)[index]]
+
+    def save_partials(self, method: Method, layers: list[str]) -> None:
+        """A shard's gathered states of ``method``, one file per layer; a layer that fails to save is recorded."""
+        for layer in layers:
+            try:
+                if self.partials is None:
+                    raise RuntimeError("a sharded run needs a job folder to save its partial states in")
+                save_state(partial_path(self.partials, method.name, layer), self.states[method.name][layer])
+            except Exception as exc:  # noqa: BLE001 - e.g. a state that is not numbers: fails only its own artefact
+                self.fail_method([], method, layer, exc)
+            self.progress.advance(compute_cost(method))
 
     def _read(self, image: Path) -> torch.Tensor | None:
         """The image preprocessed for this model, or None (its artefacts failed, the reason said once per run)."""

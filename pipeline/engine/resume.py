@@ -84,12 +84,12 @@ def _plain(value: object) -> object:
     return json.loads(json.dumps(value, ensure_ascii=False, default=str))
 
 
-def _matches(line: dict, record: Record, png: str, raw: str | None) -> bool:
+def matches(line: dict, record: Record, png: str, raw: str | None) -> bool:
     want = _plain({**record.to_json(), "png": png, "raw": raw})
     return all(line.get(name) == want.get(name) for name in IDENTITY)
 
 
-def _intact(root: Path, line: dict) -> bool:
+def intact(root: Path, line: dict) -> bool:
     """Every file the line lists (png, raw, thumb, attached pictures) is on disk with its recorded size and sha256."""
     files = line.get("files") if isinstance(line.get("files"), dict) else {}
     roles = {"png", "raw", *files} - {None}
@@ -99,7 +99,11 @@ def _intact(root: Path, line: dict) -> bool:
 
 def resume(root: Path, plan: Plan, expect: Expect, previous: dict) -> Resumed:
     """Verify the folder's manifest against ``plan``, rewrite it to the verified lines, and say what they are."""
-    keys = {(k.model, k.method, k.layer, None if k.image is None else str(k.image)): k for k in plan.artefacts()}
+    planned = set(plan.artefacts())
+    # a sharded run's shard 0 keeps the merge step's lines too (engine.shards), though it does not make them
+    keys = {
+        (k.model, k.method, k.layer, None if k.image is None else str(k.image)): k for k in [*planned, *plan.merged()]
+    }
     kept: dict[ArtefactKey, str] = {}
     lines = (root / MANIFEST).read_text(encoding="utf-8", errors="replace").splitlines()
     for text in lines:
@@ -110,19 +114,20 @@ def resume(root: Path, plan: Plan, expect: Expect, previous: dict) -> Resumed:
         if not isinstance(line, dict) or line.get("status") != OK:
             continue
         key = keys.get((line.get("model"), line.get("method"), line.get("layer"), line.get("image")))
-        if key is None or not _matches(line, *expect(key)) or not _intact(root, line):
+        if key is None or not matches(line, *expect(key)) or not intact(root, line):
             continue
         kept.pop(key, None)  # the last good line of an artefact wins
         kept[key] = text
     write_bytes(root / MANIFEST, "".join(f"{text}\n" for text in kept.values()).encode("utf-8"))
     stale = remove_stale_temps(root)
     predictions = previous.get("predictions") if isinstance(previous.get("predictions"), dict) else {}
-    resumed = Resumed(kept, predictions, dropped=len(lines) - len(kept))
+    verified = {key: text for key, text in kept.items() if key in planned}
+    resumed = Resumed(verified, predictions, dropped=len(lines) - len(kept))
     log.info(
         "resuming in %s: %d of %d artefacts already there and intact%s",
         root,
-        len(kept),
-        len(keys),
+        len(verified),
+        len(planned),
         f"; {stale} half-written temp file(s) removed" if stale else "",
     )
     return resumed

@@ -254,6 +254,7 @@ def _sweep(
             verified=frozenset(k for k in resumed.verified if k.model == mp.name),
             known_predictions=summary.predictions.get(mp.name, {}),
             told=told,
+            partials=root,
         )
         for mp in plan.models
     ]

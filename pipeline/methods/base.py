@@ -419,6 +419,20 @@ class Method:
         """One Output per layer of ``view.layers`` (``Output.layer`` set), after every image batch."""
         raise NotImplementedError
 
+    def merge_states(self, states: list[dict]) -> dict:
+        """Fold the states that the shards of one run (``shard=i/n``, in shard order) gathered for one layer into
+        the state one unsharded run would have gathered; a method that overrides it can run with ``shard``.
+
+        A state holds only numbers (str keys to numpy arrays, ints, floats, lists of ints), as ``gather`` left it;
+        read back from a shard's partials, scalars come as Python numbers and everything else as numpy arrays. A
+        shard that saw no image hands an empty dict."""
+        raise NotImplementedError(f"{self.name} cannot merge the states of shards")
+
+    @classmethod
+    def merges(cls) -> bool:
+        """Whether this method folds shards' states (overrides ``merge_states``), so it may run with ``shard``."""
+        return cls.merge_states is not Method.merge_states
+
     def finish_cost(self, layers: int) -> int:
         """Progress units ``finish`` reports through ``FinishView.advance`` for ``layers`` layers."""
         return 0

@@ -34,10 +34,12 @@ from pipeline.report.jobs import (
     NoManifestError,
     find_job_dirs,
     fingerprint,
+    job_overrides,
     load_job,
     natural_key,
 )
 from pipeline.report.model_page import render_model_page
+from pipeline.report.shards import combine, combined_fingerprint, group_of, shard_groups, shown
 from pipeline.report.summary import (
     VERSION,
     JobSummary,
@@ -52,17 +54,28 @@ STAMP = ".report.stamp"  # what sync_report last built from, to skip a sync that
 WRITERS = 8  # threads building job parts in a full rebuild
 
 
-def build_part(folder: Path, job_dir: Path) -> tuple[JobSummary, Job]:
-    """Write one job's part: a chunk per model, then its summary (the summary last, as the part's seal)."""
+def part_fingerprint(folder: Path, job_dir: Path, shards: list[str] | None = None) -> str:
+    """What a job's part is made from: its files, and for shard 0 of a sharded run those of every shard."""
+    if not shards or len(shards) < 2:
+        return fingerprint(job_dir)
+    return combined_fingerprint([fingerprint(folder / rel) for rel in shards])
+
+
+def build_part(folder: Path, job_dir: Path, shards: list[str] | None = None) -> tuple[JobSummary, Job]:
+    """Write one job's part: a chunk per model, then its summary (the summary last, as the part's seal). For shard
+    0 of a sharded run (``shards``: its shards' rels, itself first) the part holds every shard's artefacts; the
+    job returned is always its own (for index.jsonl)."""
     job = load_job(job_dir, folder)
-    models = job.by_model()
+    shards = shards if shards and len(shards) > 1 else None
+    whole = combine([job, *(load_job(folder / rel, folder) for rel in shards[1:])]) if shards else job
+    models = whole.by_model()
     part = folder / layout.job_part(job.rel)
     keep = {layout.SUMMARY}
     for model, records in models.items():
         path = folder / layout.chunk(job.rel, model)
-        write_bytes(path, render_chunk(job, records).encode("utf-8"))
+        write_bytes(path, render_chunk(whole, records).encode("utf-8"))
         keep.add(path.name)
-    summary = summarize(job, models, fingerprint(job_dir), job_dir)
+    summary = summarize(whole, models, part_fingerprint(folder, job_dir, shards), job_dir, shards)
     write_summary(folder, summary)
     for path in part.iterdir():  # chunks of models this job no longer has (a rerun into the same directory)
         if path.name not in keep and not path.name.startswith("."):
@@ -105,7 +118,8 @@ def _merge_job(folder: Path, job: Job, old: JobSummary | None, others: bool) -> 
 
 def write_pages(folder: Path, summaries: list[JobSummary], models: set[str] | None = None) -> Path:
     """index.html, compare.html (two or more models) and the pages of ``models`` (every model when None) from the
-    summaries; drops pages of models that no job has any more."""
+    summaries; drops pages of models that no job has any more. A sharded run shows as one job (report.shards)."""
+    summaries = shown(summaries)
     labels = short_labels(summaries)
     present = models_in_order(summaries)
     for model in present if models is None else models:
@@ -158,9 +172,11 @@ def update_job(folder: Path, job_dir: Path) -> Path:
     rel = job_dir.relative_to(folder).as_posix()
     old = read_summary(folder, rel)
     index = folder / layout.INDEX
-    if old is not None and old.fingerprint == fingerprint(job_dir) and index.is_file():
-        return index
     others = [s for s in read_summaries(folder) if s.rel != rel]
+    owner, shards = group_of(rel, job_overrides(job_dir), [(s.rel, s.overrides) for s in others])
+    mine = shards if owner == rel else None
+    if old is not None and old.fingerprint == part_fingerprint(folder, job_dir, mine) and index.is_file():
+        return index
     part_count = sum(1 for _ in (folder / layout.JOBS).iterdir()) if (folder / layout.JOBS).is_dir() else 0
     if part_count > len(others) + (old is not None):  # a part this version cannot read: rebuild what is stale
         return sync_report(folder)
@@ -168,8 +184,11 @@ def update_job(folder: Path, job_dir: Path) -> Path:
         if not others:
             raise NoManifestError(f"no {MANIFEST} under {folder}: run the pipeline into it first")
         return index if index.is_file() else write_pages(folder, others)
-    summary, job = build_part(folder, job_dir)
+    summary, job = build_part(folder, job_dir, mine)
     _merge_job(folder, job, old, bool(others))
+    if owner is not None and owner != rel:  # a shard of a run: shard 0's part shows it too
+        combined, _ = build_part(folder, folder / owner, shards)
+        others = [combined if s.rel == owner else s for s in others]
     (folder / STAMP).unlink(missing_ok=True)
     models = set(summary.models) | set(old.models if old else ())
     return write_pages(folder, sorted([*others, summary], key=lambda s: natural_key(s.rel)), models)
@@ -180,12 +199,12 @@ def _stamp(folder: Path, job_dirs: list[Path]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def _part(folder: Path, job_dir: Path, force: bool) -> tuple[JobSummary, Job | None]:
+def _part(folder: Path, job_dir: Path, force: bool, shards: list[str] | None) -> tuple[JobSummary, Job | None]:
     """A job's part: rebuilt when forced or stale (with the job it loaded), else its summary as it stands."""
     old = None if force else read_summary(folder, job_dir.relative_to(folder).as_posix())
-    if old is not None and old.fingerprint == fingerprint(job_dir):
+    if old is not None and old.fingerprint == part_fingerprint(folder, job_dir, shards):
         return old, None
-    return build_part(folder, job_dir)
+    return build_part(folder, job_dir, shards)
 
 
 def _lines(folder: Path, job_dir: Path, summary: JobSummary, job: Job | None) -> bytes:
@@ -209,8 +228,10 @@ def _rebuild(folder: Path, force: bool) -> Path:
     if not force and index.is_file() and merged.is_file() and _read(folder / STAMP) == stamp:
         return index
     # Threads overlap the many small synced writes (a few ms each on a journalled disk); the rest holds the GIL.
+    rels = [d.relative_to(folder).as_posix() for d in job_dirs]
+    groups = shard_groups([(rel, job_overrides(d)) for rel, d in zip(rels, job_dirs, strict=True)])
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-        parts = list(pool.map(lambda job_dir: _part(folder, job_dir, force), job_dirs))
+        parts = list(pool.map(lambda a: _part(folder, a[0], force, groups.get(a[1])), zip(job_dirs, rels, strict=True)))
         summaries = [summary for summary, _ in parts]
         pruned = _prune(folder, summaries)
         # index.jsonl as the per-job rebuilds left it holds every job's lines unless a part had to be rebuilt

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,15 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.output.files import read_json, write_bytes
 from pipeline.report.build import sync_report, update_job
 from pipeline.report.jobs import JOB_STATUS, NoManifestError
-from pipeline.status import job_state, last_job, last_job_owns_folder, late_stop, remember_exit
+from pipeline.status import (
+    Interrupted,
+    interrupted_code,
+    job_state,
+    last_job,
+    last_job_owns_folder,
+    late_stop,
+    remember_exit,
+)
 
 try:
     import fcntl
@@ -69,6 +78,31 @@ def rebuild(folder: Path, job_dir: Path | None = None, announce: bool = True) ->
     except Exception:  # the report is a by-product; it must never fail a job (logged with traceback)
         log.exception("report for %s could not be built", folder)
     return None
+
+
+def merge_shards(folder: Path) -> None:
+    """Finish the gathering methods of the sharded runs under ``folder``; a problem is said, never raised. Hydra
+    has taken the jobs' log handlers down by now: the merge's lines go to stderr, as a job's do."""
+    from pipeline.logs import ConsoleFormatter
+
+    top, console = logging.getLogger("pipeline"), logging.StreamHandler(sys.stderr)
+    console.setFormatter(ConsoleFormatter("%(message)s"))
+    top.addHandler(console)
+    top.propagate = False  # not also through Hydra's own handler, on stdout
+    try:
+        from pipeline.merge import merge_folder  # torch and the engine: only when a sweep ends
+
+        if merge_folder(folder) != 0:
+            remember_exit(1, "merge: a sharded run could not be merged (see above)")
+    except (Interrupted, KeyboardInterrupt) as exc:
+        name = getattr(exc, "name", "SIGINT")
+        log.warning("merge: stopped by %s; run python -m pipeline.merge %s to finish it", name, folder)
+        remember_exit(interrupted_code(exc) or 130, f"merge stopped by {name}")
+    except Exception:  # like the report, the merge must not fail the sweep
+        log.exception("merge of the sharded runs under %s failed", folder)
+    finally:
+        top.removeHandler(console)
+        top.propagate = True
 
 
 def _multirun(config: DictConfig) -> bool:
@@ -145,6 +179,9 @@ class ReportCallback(Callback):
             record_late_stop(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Merge the sweep's sharded runs (pipeline.merge; also with report=false), then bring the whole report up
+        to date."""
+        merge_shards(report_folder(config))
         if self.enabled:
             rebuild(report_folder(config))
 

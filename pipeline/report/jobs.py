@@ -169,6 +169,11 @@ def read_records(path: Path) -> tuple[list[Record], list[int], bytes]:
     return records, starts, data[:end]
 
 
+def job_overrides(job_dir: Path) -> list[str]:
+    """The overrides that made a job: Hydra's record, else what its job status says."""
+    return _read_overrides(job_dir) or [str(o) for o in read_json(job_dir / JOB_STATUS).get("overrides") or []]
+
+
 def load_job(job_dir: Path, folder: Path) -> Job:
     """Read one job directory; records gain ``job`` and get ``png``/``raw``/``thumb``/``files`` relative to
     ``folder``."""

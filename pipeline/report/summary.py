@@ -21,7 +21,7 @@ from pipeline.report import layout
 from pipeline.report.jobs import Job, natural_key
 
 # Bump when what a summary or chunk holds changes: parts made by another version are rebuilt.
-VERSION = 3
+VERSION = 4
 MAX_FAILURES = 20  # failed artefacts listed per job in its summary (the model page's chunks list them all)
 CLASS_TARGET = "class logit"  # what the report calls an artefact with no layer
 LEADS = ("overview",)  # methods whose pictures open a model's page and stand for it in the index
@@ -75,6 +75,7 @@ class JobSummary:
     failed: int = 0
     merged_bytes: int = 0  # bytes of manifest.jsonl already in index.jsonl
     merged_digest: str = ""  # and their digest (Job.manifest_digest)
+    shards: list[str] = field(default_factory=list)  # shard 0 of a sharded run: every shard's job, this one first
 
     @property
     def job_failed(self) -> bool:
@@ -247,8 +248,11 @@ def _failure(r: Record) -> dict:
     return {"model": r.model, "layer": layer_name(r), "method": r.method, "image": r.image, "error": r.error}
 
 
-def summarize(job: Job, models: dict[str, list[Record]], fingerprint: str, job_dir: Path) -> JobSummary:
-    """A job's summary from its loaded directory and its records per model (``Job.by_model``)."""
+def summarize(
+    job: Job, models: dict[str, list[Record]], fingerprint: str, job_dir: Path, shards: list[str] | None = None
+) -> JobSummary:
+    """A job's summary from its loaded directory and its records per model (``Job.by_model``); ``shards``: the
+    jobs of a sharded run that ``job`` combines (report.shards)."""
     records = [r for items in models.values() for r in items]
     failed = [r for r in records if not r.ok]
     error = job.status.get("error")
@@ -272,6 +276,7 @@ def summarize(job: Job, models: dict[str, list[Record]], fingerprint: str, job_d
         failed=len(failed),
         merged_bytes=job.manifest_bytes,
         merged_digest=job.manifest_digest(),
+        shards=list(shards or []),
     )
 
 
@@ -322,9 +327,10 @@ def runs(summaries: list[JobSummary]) -> str:
     ``3 job(s)``, or ``1 run(s) in 8 job(s) (sharded)`` for a model whose images were spread over array tasks."""
     sharded = [s for s in summaries if any(o.startswith("shard=") for o in s.overrides)]
     configs = {tuple(o for o in s.overrides if not o.startswith("shard=")) for s in summaries}
-    if not sharded or len(configs) == len(summaries):
-        return f"{len(summaries)} job(s)"
-    return f"{len(configs)} run(s) in {len(summaries)} job(s) (sharded)"
+    jobs = sum(max(1, len(s.shards)) for s in summaries)  # a sharded run shown as one job stands for its shards
+    if not sharded or len(configs) == jobs:
+        return f"{jobs} job(s)"
+    return f"{len(configs)} run(s) in {jobs} job(s) (sharded)"
 
 
 def short_labels(summaries: list[JobSummary]) -> dict[str, str]:
