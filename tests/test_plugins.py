@@ -38,7 +38,11 @@ def test_every_registered_method_is_a_complete_plugin():
 def test_method_defaults_come_from_the_params_dataclass_alone(compose_cfg):
     cfg = compose_cfg()
     for name in registry.names():
-        defaults = dataclasses.asdict(registry.method_class(name).Params())
+        method = registry.method_class(name)
+        if name not in cfg:  # a test's plug-in registered earlier in this session; every built-in must be there
+            assert not method.__module__.startswith("pipeline."), name
+            continue
+        defaults = dataclasses.asdict(method.Params())
         composed = OmegaConf.to_container(cfg[name])
         assert composed == {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}, name
     assert not (ROOT / "conf" / "method").exists()  # no second copy of the defaults
