@@ -313,6 +313,7 @@ def test_the_optimising_copy_folds_batchnorm_yet_reads_each_convs_own_output_and
     bns = [m for m in copy.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(bns) == len(names) < sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the rest folded
     assert all(not p.requires_grad for p in copy.parameters())
+    assert not any(getattr(m, "inplace", False) for m in copy.modules())  # out of place: no clone of the input
     weights = [m.weight for m in copy.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
     x2 = x.detach().clone().requires_grad_(True)

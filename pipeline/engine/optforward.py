@@ -3,8 +3,8 @@ gradients only, so thousands of steps cost less and the user's model is never to
 
 The copy shares the model's weights (frozen aliases, no weight gradient is ever built), folds each BatchNorm in eval
 mode into the conv just before it in the same ``nn.Sequential`` (except at the convs whose own output is read, which
-stay as they are), and on a CPU keeps conv weights channels_last, where oneDNN's depthwise convolutions and their
-backward are much cheaper. Folding changes values only by float rounding.
+stay as they are), runs activations out of place, and on a CPU keeps conv weights channels_last, where oneDNN's
+depthwise convolutions and their backward are much cheaper. Folding changes values only by float rounding.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 log = logging.getLogger(__name__)
-KEEP_FREED = 1 << 30  # bytes: glibc keeps freed blocks up to this size instead of unmapping them
+KEEP_FREED = (1 << 31) - 1  # bytes: glibc keeps freed blocks up to this size instead of unmapping them
 NEW_WEIGHTS = 512 << 20  # bytes of new (folded or channels_last) weights a copy may hold; the rest stays shared
 
 
@@ -41,6 +41,9 @@ def replica(
         for parent in list(net.modules()):
             if isinstance(parent, nn.Sequential):
                 _fold_children(parent, read, names, left, layout)
+    for module in net.modules():
+        if getattr(module, "inplace", None) is True:
+            module.inplace = False  # an in-place activation clones its input for its backward; a new tensor is cheaper
     for conv in net.modules():
         weight = getattr(conv, "weight", None)
         moved = isinstance(conv, nn.Conv2d) and not weight.is_contiguous(memory_format=layout)
