@@ -328,3 +328,17 @@ def test_the_optimising_copy_folds_batchnorm_yet_reads_each_convs_own_output_and
     (g2,) = torch.autograd.grad(store["a"][:, 5].sum(), x2)
     torch.testing.assert_close(g, g2, rtol=1e-3, atol=1e-4 * float(g2.abs().max()))
     assert fingerprint(model) == before and all(p.grad is None for p in model.parameters())
+
+
+def test_a_model_that_cannot_be_copied_is_optimised_as_it_is():
+    import threading
+
+    model = tiny()
+    model.lock = threading.Lock()  # deepcopy refuses a lock: the optimising copy cannot be made
+    view = view_of(model, ["2"])
+    x = torch.randn(2, 3, 40, 40, requires_grad=True)
+    ours = view.features(x, ["2"])["2"]
+    assert view._optimising_copy(["2"]) is model
+    expected = _hooked_objective(model, "2", x.detach(), slice(None), "channel")
+    torch.testing.assert_close(ours.mean(dim=(2, 3)), expected)
+    assert torch.autograd.grad(ours[:, 1].sum(), x)[0].abs().sum() > 0
