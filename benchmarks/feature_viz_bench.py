@@ -5,6 +5,8 @@
     python benchmarks/feature_viz_bench.py lucent --steps 256 --channels 4 --json lucent256.json
     python benchmarks/feature_viz_bench.py lucent --steps 64 --channels 16 --sample 2 --json lucent64.json
     python benchmarks/feature_viz_bench.py compare ours256.json lucent256.json
+    python benchmarks/feature_viz_bench.py speed --steps 64 --channels 16 --threads 1 --json speed.json
+    python benchmarks/feature_viz_bench.py profile --steps 4 --variant plain --json profile_plain.json
     python benchmarks/feature_viz_bench.py run RUN_DIR --lucent lucent256.json   # a CLI run with save_raw=true
 
 Layers: the conv layers at 0/25/50/75/100 % of lite0's depth; channels 0…n−1 of each (``select=first``, as a
@@ -20,6 +22,9 @@ torch-lucent==0.1.8 kornia==0.4.1 ipython``; it shares nothing with the product'
 (pickled here, wrapped so Lucent's ImageNet normalisation is undone into lite0's own), same layers, channels,
 size 128 and standard transforms, Adam 0.05. ``--sample k`` times only k channels per layer (Lucent's cost does
 not depend on the layer: it always runs the whole model). Its images are scored here exactly like ours.
+
+``speed`` runs both in one invocation (the same period of a shared machine); ``profile`` times each stage of one
+step. ``--variant`` takes one lever out of ours for the ablation (``no-malloc``, ``plain``).
 """
 
 from __future__ import annotations
@@ -49,14 +54,14 @@ DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 LUCENT_PY = Path(os.environ.get("LUCENT_VENV", "/work/benchvenv-lucent")) / "bin" / "python"
 
 
-def load():
+def load(every: bool = False):
     from pipeline.engine.finish import input_side
     from pipeline.methods.base import ModelInfo
     from pipeline.models import conv_layers, load_model, resolve_weights
 
     loaded = load_model(MODEL, resolve_weights(MODEL, "default"))
     layers = conv_layers(loaded.module)
-    picked = [layers[round(f * (len(layers) - 1))] for f in DEPTHS]
+    picked = layers if every else [layers[round(f * (len(layers) - 1))] for f in DEPTHS]
     info = ModelInfo(MODEL, (), tuple(loaded.transform.mean), tuple(loaded.transform.std))
     return loaded, picked, info, input_side(loaded.transform)
 
@@ -114,11 +119,36 @@ def score(loaded, info, side, layer: str, channels: list[int], images: np.ndarra
     return [float(means[i, c]) for i, c in enumerate(channels)]
 
 
-def ours(args) -> dict:
+VARIANTS = ("product", "no-malloc", "plain")  # plain: the model itself with hooks, as before the optimising copy
+
+
+def finish_class(variant: str):
+    """The engine's ``Finish`` (``product``), or one with a lever taken out for the ablation: ``no-malloc``
+    leaves glibc's allocator alone; ``plain`` also runs the model itself (no frozen copy, no folding, NCHW)."""
+    from pipeline.engine import optforward
     from pipeline.engine.finish import Finish
+    from pipeline.models.capture import run_capturing
+
+    if variant != "product":
+        optforward.keep_freed_memory = lambda: None  # this process only: the lever taken out
+    if variant != "plain":
+        return Finish
+
+    class Plain(Finish):
+        def features(self, x, layers):
+            found = {}
+            with torch.enable_grad():
+                run_capturing(self.module, x, list(dict.fromkeys(layers)), lambda n, o: found.__setitem__(n, o.clone()))
+            return found
+
+    return Plain
+
+
+def ours(args) -> dict:
     from pipeline.methods.feature_viz import FeatureViz, Params
 
-    loaded, layers, info, side = load()
+    Finish = finish_class(args.variant)
+    loaded, layers, info, side = load(args.all_layers)
     torch.set_grad_enabled(False)
     natural, names = natural_inputs(loaded, side)
     nat = channel_means(loaded.module, natural, [la.name for la in layers])
@@ -132,9 +162,10 @@ def ours(args) -> dict:
             print(f"{sum(steps)} of {method.finish_cost(len(layers))} layer-steps", file=sys.stderr, flush=True)
 
     view = Finish(loaded.module, info, layers, {la.name: {} for la in layers}, 0, side, advance)
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, usage = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     outputs = method.finish(view)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    sys_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - usage.ru_stime
     rows = []
     for layer, out in zip(layers, outputs, strict=True):
         best = nat[layer.name].amax(0)
@@ -146,6 +177,8 @@ def ours(args) -> dict:
     beat = sum(r["activation"] > r["natural_best"] for r in rows)
     return {
         "side": "product",
+        "variant": args.variant,
+        "threads": torch.get_num_threads(),
         "steps": args.steps,
         "channels_per_layer": args.channels,
         "layers": [la.name for la in layers],
@@ -154,6 +187,7 @@ def ours(args) -> dict:
         "s_per_channel": wall / len(rows),
         "cpu_s": cpu,
         "cpu_s_per_channel": cpu / len(rows),
+        "sys_s": sys_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "beat_natural": f"{beat}/{len(rows)}",
         "median_ratio": statistics.median(ratios) if ratios else None,
@@ -271,6 +305,75 @@ def scored_run(args) -> dict:
     return result
 
 
+def profile(args) -> dict:
+    """Milliseconds per image and step of each stage (parametrisation, transforms, forward to the layer, backward
+    through the model, backward through transforms and parametrisation, Adam) for the 25 % and 100 % layers, by
+    batch size, at the thread counts given; CPU time of this process (user + system), medians over steps."""
+    from pipeline.methods import _optvis as ov
+    from pipeline.methods.feature_viz import Params, Sample, objective_values
+
+    Finish = finish_class(args.variant)
+    loaded, layers, info, side = load()
+    p = Params(steps=args.steps)
+    rows = []
+    for threads in args.profile_threads:
+        torch.set_num_threads(threads)
+        for layer in (layers[1], layers[-1]):
+            for batch in args.batches:
+                view = Finish(loaded.module, info, [layer], {}, 0, side)
+                samples = []
+                for c in range(batch):
+                    gen = ov.generator(0, MODEL, layer.name, c, ())
+                    samples.append(Sample(layer.name, c % layer.out_channels, ov.initial(gen, "fft", p.size), None))
+                raw = torch.stack([s.init for s in samples]).requires_grad_(True)
+                adam = torch.optim.Adam([raw], lr=p.lr)
+                mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (info.mean, info.std))
+                stages: dict[str, list[float]] = {}
+                for step in range(args.steps + 1):
+                    marks = [time.process_time()]
+                    with torch.enable_grad():
+                        rgb = ov.to_rgb(raw, p.param, p.size)
+                        marks.append(time.process_time())
+                        theta = ov.transform_theta(torch.rand(batch, 6, dtype=torch.float64), batch, p.size, side)
+                        x = (ov.resample(rgb, theta, side) - mean) / std
+                        marks.append(time.process_time())
+                        loss = -objective_values(view.features(x, [layer.name]), samples, p.objective).sum()
+                        marks.append(time.process_time())
+                        (gx,) = torch.autograd.grad(loss, [x], retain_graph=True)
+                        marks.append(time.process_time())
+                        (raw.grad,) = torch.autograd.grad(x, [raw], gx)
+                        marks.append(time.process_time())
+                    adam.step()
+                    marks.append(time.process_time())
+                    if step:  # the first step builds the copy and warms up
+                        names = ("param", "transforms", "forward", "backward_model", "backward_param", "adam")
+                        for name, a, b in zip(names, marks, marks[1:], strict=False):
+                            stages.setdefault(name, []).append((b - a) * 1000 / batch)
+                row = {k: round(statistics.median(v), 2) for k, v in stages.items()}
+                row.update(threads=threads, layer=layer.name, batch=batch, total=round(sum(row.values()), 2))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return {"side": "profile", "variant": args.variant, "unit": "CPU ms per image-step", "rows": rows}
+
+
+def speed(args) -> dict:
+    """Both sides in one invocation, one after the other: ours on every channel, Lucent's loop (``--sample``
+    channels per layer); the ratio of seconds per channel, wall and CPU."""
+    mine = ours(args)
+    theirs = lucent(args)
+    result = {"side": "speed", "steps": args.steps, "threads": torch.get_num_threads(), "variant": args.variant}
+    for key in ("s_per_channel", "cpu_s_per_channel"):
+        result[f"ours_{key}"] = mine[key]
+        result[f"lucent_{key}"] = theirs[key]
+        result[f"ratio_{key}"] = theirs[key] / mine[key]
+    result.update(ours_wall_s=mine["wall_s"], ours_cpu_s=mine["cpu_s"], ours_sys_s=mine["sys_s"])
+    result.update(lucent_timed_channels=theirs["timed_channels"], ours_channels=len(mine["rows"]))
+    result.update(ours_beat_natural=mine["beat_natural"], ours_peak_rss_mb=mine["peak_rss_mb"])
+    result["rows"] = {"ours": mine["rows"], "lucent": theirs["rows"]}
+    result["machine"] = mine["machine"]
+    return result
+
+
 def compare(paths: list[str]) -> dict:
     ours_run, lucent_run = (json.loads(Path(p).read_text()) for p in paths)
     theirs = {(r["layer"], r["channel"]): r["activation"] for r in lucent_run["rows"]}
@@ -293,7 +396,7 @@ def compare(paths: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["ours", "lucent", "compare", "run"])
+    parser.add_argument("what", choices=["ours", "lucent", "compare", "run", "profile", "speed"])
     parser.add_argument("files", nargs="*", help="compare: ours.json lucent.json; run: a product run directory")
     parser.add_argument("--lucent", help="run: a lucent result (.json) to compare with, channel by channel")
     parser.add_argument("--steps", type=int, default=256)
@@ -302,6 +405,10 @@ def main() -> None:
     parser.add_argument("--save", help="folder for the images (.npy per layer)")
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0: torch's default)")
+    parser.add_argument("--variant", choices=VARIANTS, default="product", help="ours: a lever taken out")
+    parser.add_argument("--all-layers", action="store_true", help="ours: every conv layer, not the five depths")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32], help="profile: batch sizes")
+    parser.add_argument("--profile-threads", type=int, nargs="+", default=[1, 2], help="profile: thread counts")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -309,7 +416,9 @@ def main() -> None:
     if args.what == "compare":
         result = compare(args.files)
     else:
-        result = {"ours": ours, "lucent": lucent, "run": scored_run}[args.what](args)
+        result = {"ours": ours, "lucent": lucent, "run": scored_run, "profile": profile, "speed": speed}[args.what](
+            args
+        )
     text = json.dumps(result, indent=1)
     if args.json:
         Path(args.json).write_text(text)

@@ -294,3 +294,51 @@ def test_cli_writes_one_picture_per_layer_with_its_fields_refuses_bad_values_and
         assert r["method"] == "feature_viz" and r["image"] is None and r["params"]["select"] == "active"
         assert len(r["channels"]) == len(r["activation"]) == len(r["natural_max"]) == len(r["ratio"]) == 3
         assert np.load(out / r["raw"]).shape == (3, 3, 16, 16) and (out / r["png"]).is_file()
+
+
+def test_the_optimising_copy_folds_batchnorm_yet_reads_each_convs_own_output_and_its_gradient():
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(weights=None).eval()
+    for bn in model.modules():  # BatchNorm statistics far from the identity, so a wrong fold would show
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 1.5)
+    before = fingerprint(model)
+    layers = conv_layers(model)
+    names = [layers[0].name, layers[len(layers) // 2].name]  # both followed by a BatchNorm
+    view = view_of(model, names, side=64)
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    ours = view.features(x, names)
+    copy = view._optimising_copy(names)
+    bns = [m for m in copy.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == len(names) < sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the rest folded
+    assert all(not p.requires_grad for p in copy.parameters())
+    assert not any(getattr(m, "inplace", False) for m in copy.modules())  # out of place: no clone of the input
+    weights = [m.weight for m in copy.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    x2 = x.detach().clone().requires_grad_(True)
+    for name in names:
+        expected = _hooked_objective(model, name, x2, slice(None), "channel")  # [2, C] on the model itself
+        torch.testing.assert_close(ours[name].mean(dim=(2, 3)), expected, rtol=1e-4, atol=1e-5)
+    (g,) = torch.autograd.grad(ours[names[1]][:, 5].sum(), x)
+    store = {}
+    handle = dict(model.named_modules())[names[1]].register_forward_hook(lambda m, i, o: store.setdefault("a", o))
+    model(x2)
+    handle.remove()
+    (g2,) = torch.autograd.grad(store["a"][:, 5].sum(), x2)
+    torch.testing.assert_close(g, g2, rtol=1e-3, atol=1e-4 * float(g2.abs().max()))
+    assert fingerprint(model) == before and all(p.grad is None for p in model.parameters())
+
+
+def test_a_model_that_cannot_be_copied_is_optimised_as_it_is():
+    import threading
+
+    model = tiny()
+    model.lock = threading.Lock()  # deepcopy refuses a lock: the optimising copy cannot be made
+    view = view_of(model, ["2"])
+    x = torch.randn(2, 3, 40, 40, requires_grad=True)
+    ours = view.features(x, ["2"])["2"]
+    assert view._optimising_copy(["2"]) is model
+    expected = _hooked_objective(model, "2", x.detach(), slice(None), "channel")
+    torch.testing.assert_close(ours.mean(dim=(2, 3)), expected)
+    assert torch.autograd.grad(ours[:, 1].sum(), x)[0].abs().sum() > 0

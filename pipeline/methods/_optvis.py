@@ -6,6 +6,7 @@ Pure tensor code. Every sample owns its random draws (initial noise and per-step
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 
@@ -26,8 +27,10 @@ def generator(seed: int, *key: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
+@functools.lru_cache(maxsize=8)
 def fft_scale(h: int, w: int) -> torch.Tensor:
-    """1/f amplitude of each rfft2 frequency [h, w//2+1], floored at 1/max(h, w) (the DC term)."""
+    """1/f amplitude of each rfft2 frequency [h, w//2+1], floored at 1/max(h, w) (the DC term); computed once per
+    size (callers must not modify it)."""
     fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
     fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None, :]
     return (1.0 / torch.sqrt(fx**2 + fy**2).clamp_min(1.0 / max(h, w))).float()
