@@ -2,6 +2,7 @@
 
     python docs/report_screenshots.py                 # runs the default job into a temporary folder first
     python docs/report_screenshots.py outputs/<date>/<time>   # or uses a run the default job already wrote
+    python docs/report_screenshots.py --channels RUN          # the per-channel table of a run of experiment=insight
 
 Needs the test requirements (selenium) and Debian's ``chromium`` and ``chromium-driver``. The report is rebuilt
 with the current code first; the explorer is opened by its URL fragment at one layer and image, as a link would.
@@ -46,7 +47,36 @@ def shoot(run: Path, profile: Path) -> None:
         browser.quit()
 
 
+CHANNELS = "#layer=features.5.0.block.0.0&image=grace_hopper"  # the 50 % layer of experiment=insight
+
+
+def shoot_channels(run: Path, profile: Path) -> None:
+    """The per-channel table (filters, feature_viz, top patches side by side) at the 50 % layer."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    for flag in (*FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium") or "chromium"
+    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=options)
+    try:
+        browser.get((run / "report" / "models" / f"{MODEL}.html").as_uri() + CHANNELS)
+        time.sleep(3)
+        browser.execute_script("document.querySelector('section.layer:not([hidden]) details.chan').scrollIntoView();")
+        time.sleep(1)
+        browser.save_screenshot(str(DOCS / "report_channels.png"))
+    finally:
+        browser.quit()
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--channels":
+        with tempfile.TemporaryDirectory(prefix="fmi-shots-") as tmp:
+            shoot_channels(Path(sys.argv[2]).resolve(), Path(tmp) / "profile")
+        print(f"wrote {DOCS / 'report_channels.png'}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="fmi-shots-") as tmp:
         if len(sys.argv) > 1:
             run = Path(sys.argv[1]).resolve()
