@@ -406,7 +406,7 @@ def test_a_newline_in_a_file_name_draws_and_a_failed_picture_is_said(compose_cfg
 
     from pipeline.config import settings_from
     from pipeline.engine import sweep
-    from pipeline.engine.model_run import make_record
+    from pipeline.engine.artefacts import make_record
     from pipeline.output.manifest import Manifest, read_lines
     from pipeline.output.writer import Writer
     from pipeline.plan import make_plan

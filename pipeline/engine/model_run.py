@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.config import Settings
+from pipeline.engine.artefacts import Drawing, make_record, model_info, out_of_memory, png_path
 from pipeline.engine.finish import Finish, input_side
 from pipeline.engine.inputs import fit_input
 from pipeline.engine.memory import auto_batch, inference_chunk
@@ -27,75 +28,15 @@ from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
 from pipeline.engine.work import BatchWork, layer_outputs, needs_of, with_fields
 from pipeline.images import ImageReadError, prepare
-from pipeline.methods.base import Method, ModelInfo, Output, Scope
-from pipeline.models.custom import normalization
+from pipeline.methods.base import Method, Output, Scope
 from pipeline.models.registry import LoadedModel
-from pipeline.output.files import safe_name
 from pipeline.output.record import Record
 from pipeline.output.writer import Writer, error_text
 from pipeline.plan import ArtefactKey, ModelPlan, Plan
-from pipeline.render.extras import file_bytes
-from pipeline.render.figures import draw, header_lines, input_tile
+from pipeline.render.figures import header_lines, input_tile
 from pipeline.status import raise_if_stopped
 
 log = logging.getLogger("pipeline.engine")
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether a pass failed for want of memory: MemoryError, CUDA's OutOfMemoryError, or the CPU allocator's
-    RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
-    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def model_info(loaded: LoadedModel, plan: ModelPlan) -> ModelInfo:
-    mean, std = normalization(loaded.transform)
-    return ModelInfo(loaded.name, tuple(loaded.categories), mean, std, plan.num_classes)
-
-
-@dataclass
-class Drawing:
-    """One artefact's pictures, drawn when called (on a render thread): (PNG image, exact array, attached files
-    as {name: (suffix, bytes)})."""
-
-    output: Output
-    header: list[str]
-    font_px: int = 12
-
-    @property
-    def array(self):
-        return self.output.array
-
-    def __call__(self):
-        files = {name: file_bytes(item, self.font_px) for name, item in self.output.files.items()}
-        return draw(self.output.picture, self.header, self.font_px), self.output.array, files
-
-
-def make_record(plan: Plan, mp: ModelPlan, method: Method, layer: str | None, image: Path | None) -> Record:
-    """The manifest record of one artefact before it is made (no output, files or status yet)."""
-    return Record(
-        model=mp.name,
-        weights=mp.weights.label,
-        random_weights=mp.weights.random,
-        layer=layer,
-        layer_index=next((item.index for item in mp.layers if item.name == layer), None),
-        method=method.name,
-        image=None if image is None else str(image),
-        image_label=None if image is None else plan.labels[image],
-        image_name=None if image is None else plan.name(image),
-        params=method.manifest_params(),
-        model_kwargs=mp.kwargs,
-    )
-
-
-def png_path(plan: Plan, mp: ModelPlan, method: Method, layer: str | None, image: Path | None) -> str:
-    """Where an artefact's picture goes, relative to the run folder."""
-    stem = safe_name(layer) if layer is not None else method.image_stem()
-    if image is not None:
-        stem = f"{stem}__{plan.labels[image]}"
-    return f"{safe_name(mp.name)}/{method.name}/{stem}.png"
 
 
 @dataclass

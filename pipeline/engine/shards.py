@@ -13,7 +13,8 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.config import Settings
-from pipeline.engine.model_run import ModelRun, make_record, png_path
+from pipeline.engine.artefacts import make_record, png_path
+from pipeline.engine.model_run import ModelRun
 from pipeline.engine.partials import load_state, partial_path
 from pipeline.engine.progress import PICTURE, Progress
 from pipeline.engine.resume import MANIFEST, intact, matches

@@ -27,7 +27,8 @@ from tqdm import TqdmWarning
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.config import Settings
-from pipeline.engine.model_run import ModelRun, make_record, png_path
+from pipeline.engine.artefacts import make_record, png_path
+from pipeline.engine.model_run import ModelRun
 from pipeline.engine.progress import PICTURE, Progress
 from pipeline.engine.resume import MANIFEST, Expect, Resumed, check_same_settings, resume
 from pipeline.models.registry import LoadedModel, load_model
