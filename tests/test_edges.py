@@ -21,6 +21,8 @@ from pipeline.report import callback
 
 SIGNUM = getattr(signal, os.environ["STOP_SIGNAL"])
 AT = os.environ["STOP_AT"]
+if SIGNUM == signal.SIGHUP:  # under nohup the test run ignores SIGHUP, and so would this child, which then keeps it
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # (plugins load before the run sets up its stop handlers)
 real_update, real_write = callback.update_job, manifest.Manifest.write
 
 
