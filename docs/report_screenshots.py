@@ -24,7 +24,8 @@ SPOT = "#layer=features.4.0.block.0.0&image=grace_hopper"  # a third of the way 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run")
 
 
-def shoot(run: Path, profile: Path) -> None:
+def chromium(profile: Path):
+    """A headless Chromium, 1400 px wide, with its own profile folder."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -33,7 +34,11 @@ def shoot(run: Path, profile: Path) -> None:
     for flag in (*FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000"):
         options.add_argument(flag)
     options.binary_location = shutil.which("chromium") or "chromium"
-    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=options)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=options)
+
+
+def shoot(run: Path, profile: Path) -> None:
+    browser = chromium(profile)
     try:
         browser.get((run / "report" / "models" / f"{MODEL}.html").as_uri() + SPOT)
         time.sleep(2)  # the chunk, then the pictures in view
@@ -52,15 +57,7 @@ CHANNELS = "#layer=features.5.0.block.0.0&image=grace_hopper"  # the 50 % layer 
 
 def shoot_channels(run: Path, profile: Path) -> None:
     """The per-channel table (filters, feature_viz, top patches side by side) at the 50 % layer."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    for flag in (*FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.binary_location = shutil.which("chromium") or "chromium"
-    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=options)
+    browser = chromium(profile)
     try:
         browser.get((run / "report" / "models" / f"{MODEL}.html").as_uri() + CHANNELS)
         time.sleep(3)
