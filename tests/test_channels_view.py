@@ -69,3 +69,12 @@ def test_the_table_has_a_row_per_picked_channel_and_each_cell_is_that_channels_b
     ]
     assert parsed(cells[7][0]) is None  # channel 7 is not among the first filters shown
     assert channel_table([filters], "../") == ""  # no method picked channels: the grid alone says it all
+
+
+def test_a_layers_receptive_field_reads_as_pixels_in_the_explorers_facts():
+    from pipeline.report.chunk import _facts
+
+    patches = _record(
+        "top_patches", "m/tp.png", receptive_field={"extent": [403, 403], "stride": [32, 32], "global": True}
+    )
+    assert _facts([patches])["receptive_field"] == "403×403 px + global"

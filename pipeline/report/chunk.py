@@ -65,6 +65,16 @@ def _sized(value: object, n: int) -> bool:
     return isinstance(value, list) and len(value) == n and all(isinstance(v, int) for v in value)
 
 
+def _fact(value: object) -> str:
+    """A layer fact as a person reads it: a list as ``a×b``, a receptive field (``top_patches``' record of it)
+    as its extent in pixels, ``+ global`` when the units also see a global pooling."""
+    if isinstance(value, list):
+        return "×".join(map(str, value))
+    if isinstance(value, dict) and isinstance(value.get("extent"), list):
+        return "×".join(map(str, value["extent"])) + " px" + (" + global" if value.get("global") else "")
+    return str(value)
+
+
 def _facts(items: list[Record]) -> dict[str, str]:
     """Shape (C×H×W), stride and receptive field of a layer, from whatever its records carry."""
     facts: dict[str, str] = {}
@@ -72,7 +82,7 @@ def _facts(items: list[Record]) -> dict[str, str]:
         for name in FACTS:
             value = r.extra.get(name)
             if value is not None and name not in facts:
-                facts[name] = "×".join(map(str, value)) if isinstance(value, list) else str(value)
+                facts[name] = _fact(value)
     if "stride" not in facts:
         shape = next((r.extra["shape"][1:] for r in items if _sized(r.extra.get("shape"), 3)), None)
         shape = shape or next((r.extra["map_size"] for r in items if _sized(r.extra.get("map_size"), 2)), None)
