@@ -342,3 +342,23 @@ def test_a_model_that_cannot_be_copied_is_optimised_as_it_is():
     expected = _hooked_objective(model, "2", x.detach(), slice(None), "channel")
     torch.testing.assert_close(ours.mean(dim=(2, 3)), expected)
     assert torch.autograd.grad(ours[:, 1].sum(), x)[0].abs().sum() > 0
+
+
+def test_memory_budget_bounds_the_batch_and_the_pictures_do_not_change(monkeypatch):
+    """A view whose memory allows 2 inputs per forward optimises 5 channels in batches of at most 2, with the
+    same pictures as one batch of 5."""
+    import pipeline.methods.feature_viz as fv
+
+    model = tiny()
+    sizes: list[int] = []
+    real = fv.optimise
+    monkeypatch.setattr(
+        fv, "optimise", lambda view, batch, p, on_step: sizes.append(len(batch)) or real(view, batch, p, on_step)
+    )
+    p = Params(max_channels=5, steps=3, size=24)
+    free = FeatureViz(p).finish(view_of(model, ["2"]))
+    bounded_view = view_of(model, ["2"])
+    bounded_view.limit_batch = lambda: 2
+    bounded = FeatureViz(p).finish(bounded_view)
+    assert sizes == [5, 2, 2, 1]
+    np.testing.assert_allclose(bounded[0].array, free[0].array, rtol=1e-4, atol=1e-5)

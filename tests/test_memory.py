@@ -102,3 +102,14 @@ def test_batch_size_setting(compose_cfg, value):
 
     settings = settings_from(compose_cfg([f"batch_size={value}", "memory_budget=8GB"]))
     assert settings.batch_size == value and settings.memory_budget == 8 * 2**30
+
+
+def test_the_engine_bounds_an_optimised_batch_by_memory_budget():
+    """The bound is the auto batch's estimate (a forward with its graph) without the cap of 64: more memory, more
+    inputs, and at least one."""
+    mp = ModelPlan("resnet18", resolve_weights("resnet18", "none"), [])
+    small, large = (memory.optimising_batch(mp, b * 2**30, "cpu", 100000) for b in (2, 64))
+    found, weights = memory.model_footprint(mp)
+    expected = (64 * 2**30 - 2 * weights - memory.RUNTIME_BYTES) // found.per_image(True)
+    assert 1 <= small < large == expected > memory.MAX_BATCH
+    assert memory.optimising_batch(mp, 64 * 2**30, "cpu", 7) == 7

@@ -41,11 +41,18 @@ class Finish:
     # the source picture of a global image index (HxWx3 uint8, as ``view.sources`` had it), and its label
     load_image: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
     label_of: Callable[[int], str] | None = field(default=None, repr=False)
+    # inputs per differentiable forward of the model within memory_budget, estimated when asked (None: no bound)
+    limit_batch: Callable[[], int | None] = field(default=lambda: None, repr=False)
     _copy: tuple[frozenset[str], nn.Module] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
         return next((p.device for p in self.module.parameters()), torch.device("cpu"))
+
+    @property
+    def batch_limit(self) -> int | None:
+        """Inputs per differentiable forward of the model within memory_budget (None: no bound known)."""
+        return self.limit_batch()
 
     def weight(self, layer: str) -> torch.Tensor:
         return dict(self.module.named_modules())[layer].weight.detach()

@@ -27,6 +27,7 @@ GRAPH_FACTOR = 3.0
 STREAM_FACTOR = 4.0
 RUNTIME_BYTES = 700 * 2**20  # Python, torch and the render queue, measured as a run's memory with no model
 MAX_BATCH = 64
+OPTIMISING_MOST = 65536  # inputs per forward of a method optimising its own inputs, before its own bound
 
 
 def total_memory(device: str) -> int:
@@ -85,12 +86,13 @@ def footprint(skeleton: nn.Module, size: int) -> Footprint:
     return Footprint(total, largest)
 
 
-def fitting_batch(per_image: int, model_bytes: int, budget: int, images: int, name: str) -> int:
+def fitting_batch(per_image: int, model_bytes: int, budget: int, images: int, name: str, most: int = MAX_BATCH) -> int:
     """Images per pass within ``budget``: what is left after two models (this one and the one loaded ahead) and
-    the runtime, over one image's need; at least 1 (said in the log when even that may not fit)."""
+    the runtime, over one image's need; at least 1 (said in the log when even that may not fit), at most
+    ``most``."""
     left = budget - 2 * model_bytes - RUNTIME_BYTES
-    fits = left // per_image if per_image > 0 else MAX_BATCH
-    batch = int(max(1, min(fits, images, MAX_BATCH)))
+    fits = left // per_image if per_image > 0 else most
+    batch = int(max(1, min(fits, images, most)))
     if fits < 1:
         log.warning(
             "%s: one image needs about %s, more than memory_budget %s leaves after the model (%s, and one loaded "
@@ -160,6 +162,17 @@ def auto_batch(mp, budget: int | float, device: str, keeps_graph: bool, images: 
         limit / 2**30,
     )
     return batch
+
+
+def optimising_batch(mp, budget: int | float, device: str, most: int, fallback: int = 16) -> int:
+    """Inputs per differentiable forward of the whole model within ``budget``, at most ``most``: the bound on the
+    batch of a method that optimises its own inputs (``feature_viz``); ``fallback`` when the model cannot run on the
+    meta device. A truncated forward holds less, so the bound is safe for every layer."""
+    try:
+        found, weights = model_footprint(mp)
+    except Exception:  # noqa: BLE001 - a user's model that cannot run on meta: a safe, fixed size
+        return max(1, min(fallback, most))
+    return fitting_batch(found.per_image(True), weights, budget_bytes(budget, device), most, mp.name, most=most)
 
 
 def inference_chunk(mp, budget: int | float, device: str, fallback: int = 16) -> int:

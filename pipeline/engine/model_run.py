@@ -22,7 +22,7 @@ from pipeline.config import Settings
 from pipeline.engine.artefacts import Drawing, make_record, model_info, out_of_memory, png_path
 from pipeline.engine.finish import Finish, input_side
 from pipeline.engine.inputs import fit_input
-from pipeline.engine.memory import auto_batch, inference_chunk
+from pipeline.engine.memory import OPTIMISING_MOST, auto_batch, inference_chunk, optimising_batch
 from pipeline.engine.partials import partial_path, save_state
 from pipeline.engine.progress import FORWARD, PICTURE, Progress, compute_cost
 from pipeline.engine.shared import Batch
@@ -118,6 +118,12 @@ class ModelRun:
         if any(key not in self.verified for key in self.plan.artefacts(self.mp, images)):
             return False
         return not self.settings.predictions or all(self.plan.labels[i] in self.known_predictions for i in images)
+
+    def use_states(self, states: dict[str, dict[str, dict]]) -> None:
+        """Gathered states made elsewhere (the merged partials of a sharded run's jobs) stand for every image batch:
+        only the gathering methods' finish is left to do."""
+        self.batches = []
+        self.states = states
 
     def needs_load(self) -> bool:
         return bool(self.batches) or any(self.layer_todo.values())
@@ -279,6 +285,7 @@ class ModelRun:
             advance,
             load_image=self.source,
             label_of=self.label,
+            limit_batch=self._optimising_batch,
         )
         try:
             outputs = method.finish(view)
@@ -289,6 +296,10 @@ class ModelRun:
             return
         self.finished[method.name] = {output.layer: output for output in outputs if output.layer}
         self.emit([], method, outputs)
+
+    def _optimising_batch(self) -> int:
+        """The bound memory_budget puts on a batch of inputs a method optimises (estimated when one asks)."""
+        return optimising_batch(self.mp, self.settings.memory_budget, self.settings.device, OPTIMISING_MOST)
 
     def source(self, index: int) -> np.ndarray:
         """The run's image of global ``index`` read again, as a batch's ``sources`` showed it (uint8 [H, W, 3])."""

@@ -286,6 +286,7 @@ class FinishView(Protocol):
     seed: int
     device: torch.device
     input_size: int  # the side of the model's preprocessed input
+    batch_limit: int | None  # inputs per differentiable forward of the model within memory_budget (None: unbounded)
 
     def weight(self, layer: str) -> torch.Tensor:
         """The conv's weight (no gradient)."""

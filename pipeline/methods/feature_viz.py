@@ -157,7 +157,8 @@ class FeatureViz(base.Method):
                 samples.append(Sample(layer.name, c, ov.initial(gen, p.param, p.size), ov.draws(gen, p.steps)))
         order = [layer.name for layer in view.layers]
         merge = torch.device(view.device).type != "cpu"
-        batches = groups(order, samples, p.max_batch, merge)
+        bound = view.batch_limit  # memory_budget's bound on one forward with its graph
+        batches = groups(order, samples, min(p.max_batch, bound or p.max_batch), merge)
         weight = {name: 1.0 / max(1, len(chosen[name][0])) for name in order}
         done = [0.0, 0]  # layer-steps done (fractional), units reported
 
