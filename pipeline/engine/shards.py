@@ -16,13 +16,12 @@ from pipeline.config import Settings
 from pipeline.engine.artefacts import make_record, png_path
 from pipeline.engine.model_run import ModelRun
 from pipeline.engine.partials import load_state, partial_path
-from pipeline.engine.progress import PICTURE, Progress
+from pipeline.engine.progress import Progress
 from pipeline.engine.resume import MANIFEST, intact, matches
 from pipeline.errors import UserError
 from pipeline.methods.base import Method
 from pipeline.output.files import exclusive
 from pipeline.output.manifest import Manifest, read_lines
-from pipeline.output.writer import Writer
 from pipeline.plan import ArtefactKey, Plan, make_plan
 
 
@@ -78,7 +77,7 @@ def merge_run(settings: Settings, roots: list[Path]) -> tuple[int, int]:
 def _finish(
     settings: Settings, plan: Plan, roots: list[Path], done: frozenset[ArtefactKey], count: int
 ) -> tuple[int, int]:
-    from pipeline.engine.sweep import loaded_ahead  # sweep imports this module's neighbours: no cycle at import
+    from pipeline.engine.sweep import run_models  # sweep imports this module's neighbours: no cycle at import
 
     with Manifest(roots[0] / MANIFEST) as manifest:
         runs = [
@@ -87,33 +86,16 @@ def _finish(
         ]
         todo = [r for r in runs if r.gathering]
         for model_run in todo:
-            model_run.batches = []  # the shards saw the images: their merged states stand for every batch
-            model_run.states = {
-                m.name: {
-                    layer.name: m.merge_states([load_state(partial_path(root, m.name, layer.name)) for root in roots])
-                    for layer in model_run.layer_todo[m.name]
+            model_run.use_states(
+                {
+                    m.name: {
+                        layer.name: m.merge_states(
+                            [load_state(partial_path(root, m.name, layer.name)) for root in roots]
+                        )
+                        for layer in model_run.layer_todo[m.name]
+                    }
+                    for m in model_run.gathering
                 }
-                for m in model_run.gathering
-            }
-        progress = Progress(sum(r.cost() for r in todo), count)
-        writer = Writer(
-            roots[0],
-            manifest,
-            settings.save_raw,
-            settings.render_workers,
-            settings.png_compression,
-            on_done=lambda _record: progress.advance(PICTURE, 1),
-        )
-        stop: BaseException | None = None
-        try:
-            for model_run, (_, pending) in zip(todo, loaded_ahead([r.mp for r in todo], settings), strict=True):
-                model_run.writer, model_run.progress = writer, progress
-                progress.at_model(model_run.mp.name)
-                model_run.run(pending)
-        except BaseException as exc:
-            stop = exc
-            raise
-        finally:
-            writer.close(cancel=stop is not None)
-            progress.close()
+            )
+        run_models(todo, settings, roots[0], manifest, Progress(sum(r.cost() for r in todo), count))
         return manifest.ok, len(manifest.failed)

@@ -16,7 +16,7 @@ import platform
 import socket
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -193,6 +193,41 @@ def sweep_models(settings: Settings, plan: Plan, sink) -> Summary:
     return summary
 
 
+def run_models(
+    todo: list[ModelRun],
+    settings: Settings,
+    root: Path,
+    manifest: Manifest,
+    progress: Progress,
+    observer=None,
+    after_batch: Callable[[], None] | None = None,
+) -> None:
+    """Each model's run in turn, the next model loading meanwhile, its artefacts written under ``root`` (and shown
+    to ``observer``); however it ends, the writer is drained (on a stop, only pictures already being drawn) and
+    the bar closed. A sweep's runs and the merge of shards both go through here."""
+    writer = Writer(
+        root,
+        manifest,
+        settings.save_raw,
+        settings.render_workers,
+        settings.png_compression,
+        on_done=lambda _record: progress.advance(PICTURE, 1),
+    )
+    sink = writer if observer is None else Tee(writer, observer)
+    stopped = True
+    try:
+        for model_run, (_, pending) in zip(todo, loaded_ahead([r.mp for r in todo], settings), strict=True):
+            model_run.writer, model_run.progress = sink, progress
+            if after_batch is not None:
+                model_run.after_batch = after_batch
+            progress.at_model(model_run.mp.name)
+            model_run.run(pending)
+        stopped = False
+    finally:
+        writer.close(cancel=stopped)
+        progress.close()
+
+
 def run(
     settings: Settings,
     plan: Plan,
@@ -285,27 +320,13 @@ def _sweep(
             write_json(root / "run.json", _run_info(summary, info, None))
 
         progress = Progress(sum(r.cost() for r in todo), summary.planned, summary.skipped)
-        writer = Writer(
-            root,
-            manifest,
-            settings.save_raw,
-            settings.render_workers,
-            settings.png_compression,
-            on_done=lambda _record: progress.advance(PICTURE, 1),
-        )
-        sink = writer if observer is None else Tee(writer, observer)
         try:
             raise_if_stopped()
-            for model_run, (_, pending) in zip(todo, loaded_ahead([r.mp for r in todo], settings), strict=True):
-                model_run.writer, model_run.progress, model_run.after_batch = sink, progress, checkpoint
-                progress.at_model(model_run.mp.name)
-                model_run.run(pending)
+            run_models(todo, settings, root, manifest, progress, observer, checkpoint)
         except BaseException as exc:
             stop = exc
             raise
         finally:
-            writer.close(cancel=stop is not None)  # a stop waits only for pictures already being drawn
-            progress.close()
             summary.ok, summary.failed = manifest.ok, list(manifest.failed)
             summary.seconds = round(time.perf_counter() - started, 2)
             _ending(summary, stop)
