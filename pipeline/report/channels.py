@@ -48,7 +48,10 @@ def channel_table(items: list[Record], up: str) -> str:
         cells = []
         for r, (boxes, _) in columns:
             box = boxes.get(channel)
-            cells.append(f"<td>{sprite(up + r.png, box) if box else ''}</td>")
+            if box:
+                cells.append(f"<td>{sprite(up + r.png, box)}</td>")
+            else:  # e.g. a filter beyond the first ones a grid shows: said, not left blank
+                cells.append(f'<td class="none" title="{esc(r.method)} does not show channel {channel}">not shown</td>')
         body.append(f"<tr><th>ch {channel}</th>{''.join(cells)}</tr>")
     names = " · ".join(esc(r.method) for r, _ in columns)
     return (

@@ -60,7 +60,7 @@ h1 .muted,#explorer h2 .muted{font-size:.7em;font-weight:normal}
 header p{margin:.2em 0}
 table.chan{border-collapse:collapse;margin:.4em 0}table.chan td,table.chan th{border-top:1px solid #ddd;padding:3px 6px;
 vertical-align:top;text-align:left}.sprite{display:inline-block;background-repeat:no-repeat}
-details.chan{max-width:100%;overflow-x:auto}
+details.chan{max-width:100%;overflow-x:auto}table.chan td.none{color:#999;font-size:85%}
 """
 
 # Registered in <head> so it sees every image's error event: marks cards whose picture is gone.
