@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from conftest import OFFLINE, ROOT, run_cli
-from test_shards import manifest, same_artefacts
+from test_shards import manifest, same_artefacts, sharded_sweep
 
 from pipeline.config import check_shard
 from pipeline.engine.partials import load_state, save_state
@@ -97,15 +96,17 @@ TOY = [
 
 @pytest.mark.slow
 def test_shards_merged_equal_the_unsharded_run_idempotently_and_a_missing_shard_is_said(tmp_path, photo_dir):
-    shutil.copy(photo_dir / "synthetic_0.png", photo_dir / "synthetic_2.png")
-    folder = tmp_path / "sweep"
-    command = ["-m", *TOY, f"images=[{photo_dir}]", "shard=null,0/3,1/3,2/3", f"hydra.sweep.dir={folder}"]
-    result = run_cli(command, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    # toy_peak's merged arrays and pictures equal the whole run's too, byte for byte
+    sweep = sharded_sweep(TOY, tmp_path, photo_dir)
+    command, result, folder, shards, whole, parts = (
+        sweep.command,
+        sweep.result,
+        sweep.folder,
+        sweep.shards,
+        sweep.whole,
+        sweep.parts,
+    )
     assert "merge: " in result.stderr and "3 shard(s) merged" in result.stderr, result.stderr[-2000:]
-    shards = [folder / str(job) for job in (1, 2, 3)]
-    whole, parts = manifest(folder / "0"), manifest(*shards)
-    same_artefacts(whole, parts)  # toy_peak's merged arrays and pictures too, byte for byte
     peaks = [r for r in parts.values() if r["method"] == "toy_peak"]
     assert len(peaks) == 2 and {r["dir"].name for r in peaks} == {"1"}  # shard 0 owns them
     assert all(r["seen"] == 3 for r in peaks)  # every image of the run, though each shard saw one

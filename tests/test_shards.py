@@ -104,17 +104,26 @@ TINY = [
 ]
 
 
-@pytest.mark.slow
-def test_a_sharded_sweep_equals_the_unsharded_run_and_resumes_per_shard(tmp_path, photo_dir):
+def sharded_sweep(overrides: list[str], tmp_path: Path, photo_dir: Path):
+    """A sweep over three photos of ``shard=null,0/3,1/3,2/3``: job 0 runs every image, jobs 1 to 3 a third each
+    (the basic launcher: one after the other, one process). Returns its command line (to run it again), the CLI's
+    result, the sweep folder, the shards' folders and the manifests of the whole run and of the shards together,
+    checked equal artefact for artefact."""
     shutil.copy(photo_dir / "synthetic_0.png", photo_dir / "synthetic_2.png")
     folder = tmp_path / "sweep"
-    # job 0 runs every image, jobs 1 to 3 a third each (the basic launcher: one after the other, one process)
-    command = ["-m", *TINY, f"images=[{photo_dir}]", "shard=null,0/3,1/3,2/3", f"hydra.sweep.dir={folder}"]
+    command = ["-m", *overrides, f"images=[{photo_dir}]", "shard=null,0/3,1/3,2/3", f"hydra.sweep.dir={folder}"]
     result = run_cli(command, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     shards = [folder / str(job) for job in (1, 2, 3)]
     whole, parts = manifest(folder / "0"), manifest(*shards)
     same_artefacts(whole, parts)
+    return SimpleNamespace(command=command, result=result, folder=folder, shards=shards, whole=whole, parts=parts)
+
+
+@pytest.mark.slow
+def test_a_sharded_sweep_equals_the_unsharded_run_and_resumes_per_shard(tmp_path, photo_dir):
+    sweep = sharded_sweep(TINY, tmp_path, photo_dir)
+    command, folder, shards, whole, parts = sweep.command, sweep.folder, sweep.shards, sweep.whole, sweep.parts
     assert {r["dir"].name for r in parts.values() if r["method"] == "filters"} == {"1"}  # shard 0/3 alone
     assert len({r["dir"].name for r in parts.values() if r["method"] == "feature_maps"}) == 3  # one image each
     runs = [json.loads((job / "run.json").read_text()) for job in shards]
