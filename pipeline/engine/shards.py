@@ -74,6 +74,18 @@ def merge_run(settings: Settings, roots: list[Path]) -> tuple[int, int]:
         return _finish(whole, plan, roots, done, len(todo))
 
 
+def _merged_states(model_run: ModelRun, roots: list[Path]) -> dict[str, dict[str, dict]]:
+    """Per gathering method and layer still to make, the state one run over every image would have gathered: the
+    shards' saved partials (in shard order) merged by the method."""
+    merged: dict[str, dict[str, dict]] = {}
+    for method in model_run.gathering:
+        merged[method.name] = {}
+        for layer in model_run.layer_todo[method.name]:
+            partials = [load_state(partial_path(root, method.name, layer.name)) for root in roots]
+            merged[method.name][layer.name] = method.merge_states(partials)
+    return merged
+
+
 def _finish(
     settings: Settings, plan: Plan, roots: list[Path], done: frozenset[ArtefactKey], count: int
 ) -> tuple[int, int]:
@@ -86,16 +98,6 @@ def _finish(
         ]
         todo = [r for r in runs if r.gathering]
         for model_run in todo:
-            model_run.use_states(
-                {
-                    m.name: {
-                        layer.name: m.merge_states(
-                            [load_state(partial_path(root, m.name, layer.name)) for root in roots]
-                        )
-                        for layer in model_run.layer_todo[m.name]
-                    }
-                    for m in model_run.gathering
-                }
-            )
+            model_run.use_states(_merged_states(model_run, roots))
         run_models(todo, settings, roots[0], manifest, Progress(sum(r.cost() for r in todo), count))
         return manifest.ok, len(manifest.failed)
